@@ -1,0 +1,35 @@
+# Every target creates .venv when it is missing, so each works on a fresh clone.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+STAMP   := .venv/.installed
+EXTRAS  ?= dev,aer
+PYTEST_FLAGS ?= -n 2
+
+.PHONY: setup demo test test-all lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) examples/minilm_hybrid.py
+
+lint: $(STAMP)
+	.venv/bin/ruff check qgraph passes backends tests examples benchmarks
+	.venv/bin/mypy
+
+test: $(STAMP) lint
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_FLAGS) -m "not slow"
+
+test-all: $(STAMP) lint
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_FLAGS)
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Analysis passes: they read the graph and write only the property set."""

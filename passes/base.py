@@ -1,0 +1,54 @@
+"""Pass base classes, the property set and the pass manager."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch.fx as fx
+
+
+class PropertySet(dict[str, Any]):
+    """What analysis passes found, keyed by property name."""
+
+
+class _Pass(ABC):
+    #: property names that must be present before this pass runs
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: property names this pass provides (analysis) or consumes last (rewrite)
+    provides: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @abstractmethod
+    def run(self, gm: fx.GraphModule, props: PropertySet) -> None:
+        """Run the pass on ``gm``."""
+
+
+class AnalysisPass(_Pass):
+    """Reads the graph; writes only ``props``."""
+
+
+class RewritePass(_Pass):
+    """Changes the graph (and the modules it owns); reads ``props``."""
+
+
+class PassManager:
+    """Runs passes in order, checking each one's requirements first."""
+
+    def __init__(self, passes: list[_Pass]) -> None:
+        self.passes = passes
+
+    def run(self, gm: fx.GraphModule, props: PropertySet) -> PropertySet:
+        """Run every pass on ``gm``; returns the property set."""
+        for p in self.passes:
+            missing = [r for r in p.requires if r not in props]
+            if missing:
+                raise RuntimeError(
+                    f"pass {p.name} requires {missing}, which no earlier pass provided; "
+                    "put the analysis that provides them before it."
+                )
+            p.run(gm, props)
+        return props

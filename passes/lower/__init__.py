@@ -1,0 +1,1 @@
+"""Lowering passes: bind the quantum ops of a rewritten graph to an execution backend."""

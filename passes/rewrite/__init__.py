@@ -1,0 +1,1 @@
+"""Rewrite passes: they change only the graph (and the modules it owns)."""

@@ -1,0 +1,37 @@
+"""Graph edits the rewrite passes share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.fx as fx
+
+
+def erase_dead(graph: fx.Graph, nodes: Iterable[fx.Node]) -> None:
+    """Erase the given nodes, and then their inputs, while they have no users left."""
+    pending = list(nodes)
+    while pending:
+        node = pending.pop()
+        if node.graph is not graph or node.users or node.op in ("placeholder", "output"):
+            continue
+        inputs = node.all_input_nodes
+        graph.erase_node(node)
+        pending.extend(inputs)
+
+
+def drop_unused_attributes(gm: fx.GraphModule, targets: Iterable[str]) -> None:
+    """Remove parameters and submodules no node refers to any more.
+
+    Only attributes held by plain containers that capture created are removed; a module of
+    the user's own model is never mutated.
+    """
+    used = {n.target for n in gm.graph.nodes if n.op in ("get_attr", "call_module")}
+    for target in targets:
+        if target in used:
+            continue
+        owner_path, _, name = target.rpartition(".")
+        owner = gm.get_submodule(owner_path) if owner_path else gm
+        if type(owner) is torch.nn.Module or owner is gm:
+            if hasattr(owner, name):
+                delattr(owner, name)

@@ -1,0 +1,21 @@
+"""qgraph: offload Transformer attention and embedding subgraphs to quantum kernels.
+
+    cm = qgraph.compile(model, (input_ids,), {"attention_mask": mask}, policy="all")
+    out = cm(input_ids, attention_mask=mask)
+    print(cm.report)
+"""
+
+from __future__ import annotations
+
+import qgraph.ops  # noqa: F401  (registers torch.ops.qgraph.*)
+from qgraph.api import CompiledModule, compile
+from qgraph.errors import CaptureError, InputError, PolicyError, QGraphError, UnknownBackendError
+from qgraph.report import Report
+from qgraph.site import Site
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CaptureError", "CompiledModule", "InputError", "PolicyError", "QGraphError", "Report",
+    "Site", "UnknownBackendError", "__version__", "compile",
+]

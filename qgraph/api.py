@@ -1,0 +1,272 @@
+"""``qgraph.compile``: capture → analyse → decide → rewrite → lower, behind one call."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from qgraph.backends import get_backend
+from qgraph.capture import Captured, Frontend, capture, check_example_inputs, with_cache_disabled
+from qgraph.errors import InputError
+from qgraph.layers import QRCEEmbedding
+from qgraph.passes.analysis.build_sites import BuildSites
+from qgraph.passes.analysis.find_sites import FindCandidates
+from qgraph.passes.analysis.flops import CountFlopsBytes
+from qgraph.passes.analysis.mask_kind import ClassifyMasks
+from qgraph.passes.analysis.shape_prop import ShapePropagation
+from qgraph.passes.base import PassManager, PropertySet
+from qgraph.passes.lower.bind_backend import BindBackend
+from qgraph.passes.rewrite.replace_attention import ReplaceAttention
+from qgraph.passes.rewrite.replace_embedding import ReplaceEmbedding
+from qgraph.policy import PolicyLike, decide, validate_policy
+from qgraph.report import Report
+from qgraph.site import Site
+
+_compile_ids = itertools.count()
+
+
+def analysis_pipeline() -> PassManager:
+    """The analysis passes, in dependency order."""
+    return PassManager([
+        FindCandidates(), ShapePropagation(), ClassifyMasks(), CountFlopsBytes(), BuildSites(),
+    ])
+
+
+def rewrite_pipeline() -> PassManager:
+    """The rewrite and lowering passes, in order."""
+    return PassManager([ReplaceAttention(), ReplaceEmbedding(), BindBackend()])
+
+
+def _shape_guard(gm: fx.GraphModule, range_constraints: dict[Any, Any]) -> Any:
+    """A predicate: do these flat inputs fit the shapes the graph was captured for?"""
+    specs = []
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            value = node.meta.get("val")
+            specs.append(tuple(value.shape) if isinstance(value, torch.Tensor) else None)
+
+    def fits(flat: list[Any]) -> bool:
+        bindings: dict[Any, int] = {}
+        for spec, x in zip(specs, flat):
+            if spec is None:
+                continue
+            if not isinstance(x, torch.Tensor) or x.dim() != len(spec):
+                return False
+            for dim, size in zip(spec, x.shape):
+                if isinstance(dim, int):
+                    if dim != size:
+                        return False
+                    continue
+                expr = dim.node.expr
+                if not expr.is_Symbol:
+                    continue  # derived sizes are checked by the graph's own guards
+                if bindings.setdefault(expr, size) != size:
+                    return False
+                bounds = range_constraints.get(expr)
+                if bounds is not None and not (bounds.lower <= size <= bounds.upper):
+                    return False
+        return True
+
+    return fits
+
+
+class CompiledModule(nn.Module):
+    """The rewritten model: call it like the original; it trains like the original.
+
+    It holds one rewritten graph per (train/eval mode, shape bucket), captured lazily: a mode
+    or a shape the current graph cannot take is captured and rewritten on first use, as
+    torch.compile recompiles. All graphs share the model's parameters and the quantum layers.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_args: tuple[Any, ...],
+        example_kwargs: dict[str, Any],
+        *,
+        backend: str,
+        policy: PolicyLike,
+        embedding_tables: Sequence[str],
+        qrce_qubits: int,
+        qrce_layers: int,
+        qrce_init: str,
+        seed: int,
+        frontend: Frontend,
+    ) -> None:
+        super().__init__()
+        # The user's model is not registered as a child: the graphs hold its parameters.
+        object.__setattr__(self, "_model", model)
+        self._id = next(_compile_ids)
+        self._backend = backend
+        self._policy = policy
+        self._embedding_tables = tuple(embedding_tables)
+        self._qrce = {"qubits": qrce_qubits, "layers": qrce_layers, "init": qrce_init}
+        self._seed = seed
+        self._frontend = frontend
+        self._graphs: dict[tuple[bool, Any], tuple[fx.GraphModule, Any, Any]] = {}
+        self.quantum_layers: dict[str, QRCEEmbedding] = {}
+        self.training = model.training
+        self.report: Report = Report(type(model).__name__, "", backend, _policy_name(policy))
+        gm = self._build(example_args, example_kwargs, shape_key=None, first=True)
+        self.graph_module = gm
+
+    # -- building -------------------------------------------------------------------------
+    def _capture(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Captured:
+        model = self._model
+        was_training = model.training
+        model.train(self.training)
+        try:
+            return capture(model, args, kwargs, frontend=self._frontend)
+        finally:
+            model.train(was_training)
+
+    def _build(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], shape_key: Any, first: bool = False
+    ) -> fx.GraphModule:
+        kwargs = with_cache_disabled(self._model, kwargs)
+        captured = self._capture(args, kwargs)
+        gm = captured.graph_module
+        props = PropertySet(example_inputs=captured.flatten_inputs(tuple(args), kwargs))
+        analysis_pipeline().run(gm, props)
+        sites: list[Site] = props["sites"]
+        for site in sites:
+            decide(site, self._policy, self._embedding_tables)
+        self._make_layers(gm, sites, props)
+        props["site_labels"] = {s.index: f"{self._id}:{s.path}" for s in sites}
+        props["quantum_layers"] = self.quantum_layers
+        props["backend"] = self._backend
+        rewrite_pipeline().run(gm, props)
+        if first:
+            self.report.frontend = captured.frontend
+            self.report.sites = sites
+            if "use_cache" in kwargs and kwargs["use_cache"] is False:
+                self.report.notes.append("captured with use_cache=False (no KV cache output).")
+            for path, layer in self.quantum_layers.items():
+                if layer.fit_r2 is not None:
+                    self.report.notes.append(
+                        f"QRCE {path}: distilled from the original table, R² = {layer.fit_r2:.3f}."
+                    )
+        self._graphs[(self.training, shape_key)] = (gm, captured, _shape_guard(gm, captured.range_constraints))
+        return gm
+
+    def _make_layers(self, gm: fx.GraphModule, sites: list[Site], props: PropertySet) -> None:
+        for site in sites:
+            if site.op != "qrce" or site.path in self.quantum_layers:
+                continue
+            table_ref = props["site_matches"][site.index].roles["table"]
+            target = table_ref if isinstance(table_ref, str) else str(table_ref.target)
+            table = gm.get_parameter(target) if "." in target or hasattr(gm, target) else None
+            assert table is not None and site.vocab_size and site.embed_dim
+            layer = QRCEEmbedding(
+                site.vocab_size, site.embed_dim, self._qrce["qubits"], self._qrce["layers"],
+                seed=self._seed + site.index, dtype=table.dtype, device=table.device,
+            )
+            if self._qrce["init"] == "distill":
+                layer.distill_from(table)
+            self.quantum_layers[site.path] = layer
+
+    # -- running --------------------------------------------------------------------------
+    def _graph_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> fx.GraphModule:
+        for (training, _), (gm, captured, fits) in self._graphs.items():
+            if training == self.training and fits(captured.flatten_inputs(args, kwargs)):
+                return gm
+        shape_key = tuple(
+            tuple(x.shape) for x in pytree_leaves(args, kwargs) if isinstance(x, torch.Tensor)
+        )
+        return self._build(args, kwargs, shape_key=shape_key)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the rewritten graph for these inputs (same signature as the model's forward)."""
+        kwargs = with_cache_disabled(self._model, kwargs)
+        gm = self._graph_for(args, kwargs)
+        if gm is not self.graph_module:
+            self._modules["graph_module"] = gm
+        return gm(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> CompiledModule:
+        """Switch train/eval like the original model (a graph per mode; see the class doc)."""
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
+        self.training = mode
+        for layer in self.quantum_layers.values():
+            layer.train(mode)
+        for (training, _), (gm, _captured, _fits) in self._graphs.items():
+            if training == mode:
+                self._modules["graph_module"] = gm
+                break
+        return self
+
+    @property
+    def backend(self) -> Any:
+        """The backend instance the quantum ops run on."""
+        return get_backend(self._backend)
+
+    def __repr__(self) -> str:
+        return (f"CompiledModule({type(self._model).__name__}, backend={self._backend!r}, "
+                f"policy={_policy_name(self._policy)!r}, quantum_sites="
+                f"{len(self.report.quantum_sites)})")
+
+
+def pytree_leaves(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """The leaves of (args, kwargs) in pytree order."""
+    import torch.utils._pytree as pytree
+
+    return list(pytree.tree_leaves((args, kwargs)))
+
+
+def _policy_name(policy: PolicyLike) -> str:
+    return policy if isinstance(policy, str) else getattr(policy, "__name__", "callable")
+
+
+def compile(
+    model: nn.Module,
+    example_inputs: tuple[Any, ...] = (),
+    example_kwargs: dict[str, Any] | None = None,
+    *,
+    backend: str = "exact",
+    policy: PolicyLike = "all",
+    embedding_tables: Sequence[str] = ("word",),
+    qrce_qubits: int = 8,
+    qrce_layers: int = 2,
+    qrce_init: str = "distill",
+    seed: int = 0,
+    frontend: Frontend = "auto",
+) -> CompiledModule:
+    """Capture ``model``, find its attention and embedding sites, and offload the chosen ones.
+
+    Args:
+        model: the PyTorch module (a Hugging Face model, nn.TransformerEncoder, your own).
+        example_inputs: positional example arguments, e.g. ``(input_ids,)``.
+        example_kwargs: keyword example arguments, e.g. ``{"attention_mask": mask}``.
+        backend: where quantum ops run; ``qgraph.backends.available()`` lists them.
+        policy: ``"all"`` (every supported site), ``"none"`` (no rewrite) or a callable
+            ``Site -> bool``.
+        embedding_tables: which embedding tables are candidates (word, position, token_type).
+        qrce_qubits, qrce_layers: QRCE circuit size.
+        qrce_init: ``"distill"`` (fit QRCE to the original table) or ``"random"``.
+        seed: seeds the QRCE circuit structure and initial parameters.
+        frontend: ``"auto"``, ``"export"`` (torch.export) or ``"symbolic_trace"``.
+
+    Returns:
+        A CompiledModule; ``.report`` lists every site, ``.graph_module`` is the rewritten graph.
+    """
+    example_kwargs = {} if example_kwargs is None else example_kwargs
+    check_example_inputs(model, example_inputs, example_kwargs)
+    get_backend(backend)
+    validate_policy(policy, embedding_tables)
+    if not isinstance(qrce_qubits, int) or qrce_qubits < 2:
+        raise InputError(f"qrce_qubits must be an integer ≥ 2; got {qrce_qubits!r}.")
+    if not isinstance(qrce_layers, int) or qrce_layers < 1:
+        raise InputError(f"qrce_layers must be an integer ≥ 1; got {qrce_layers!r}.")
+    if qrce_init not in ("distill", "random"):
+        raise InputError(f"qrce_init must be 'distill' or 'random'; got {qrce_init!r}.")
+    return CompiledModule(
+        model, tuple(example_inputs), dict(example_kwargs), backend=backend, policy=policy,
+        embedding_tables=embedding_tables, qrce_qubits=qrce_qubits, qrce_layers=qrce_layers,
+        qrce_init=qrce_init, seed=seed, frontend=frontend,
+    )

@@ -1,0 +1,23 @@
+"""qgraph's exceptions. Each message names the problem and what to do about it."""
+
+from __future__ import annotations
+
+
+class QGraphError(Exception):
+    """Base class of every error qgraph raises on purpose."""
+
+
+class CaptureError(QGraphError):
+    """The model could not be captured into a graph."""
+
+
+class UnknownBackendError(QGraphError, ValueError):
+    """A backend name that is not registered."""
+
+
+class PolicyError(QGraphError, ValueError):
+    """A policy that is unknown, not available yet, or returned a non-bool."""
+
+
+class InputError(QGraphError, ValueError):
+    """Example inputs or call inputs that do not fit the model."""

@@ -1,0 +1,1 @@
+"""Classical reference implementations (closed forms, statevector simulators) of qgraph's quantum kernels."""

@@ -1,0 +1,64 @@
+"""Policies: which supported sites become quantum. Every decision carries its reason."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Union
+
+from qgraph.errors import PolicyError
+from qgraph.site import Site
+
+PolicyLike = Union[str, Callable[[Site], bool]]
+POLICY_NAMES = ("all", "none")
+EMBEDDING_TABLES = ("word", "position", "token_type", "other")
+
+
+def validate_policy(policy: PolicyLike, embedding_tables: Sequence[str]) -> None:
+    """Raise PolicyError for an unknown policy or embedding-table name."""
+    if policy == "auto":
+        raise PolicyError(
+            "policy='auto' needs the cost model, which qgraph does not have yet; use "
+            "policy='all' (offload every supported site), 'none', or a callable site -> bool."
+        )
+    if not callable(policy) and policy not in POLICY_NAMES:
+        raise PolicyError(
+            f"unknown policy {policy!r}; use 'all', 'none', or a callable site -> bool."
+        )
+    unknown = [t for t in embedding_tables if t not in EMBEDDING_TABLES]
+    if unknown:
+        raise PolicyError(
+            f"unknown embedding table(s) {unknown}; choose from {list(EMBEDDING_TABLES)}."
+        )
+
+
+def decide(site: Site, policy: PolicyLike, embedding_tables: Sequence[str]) -> None:
+    """Set ``site.decision``, ``site.op`` and ``site.reason`` under ``policy``."""
+    site.op, site.decision = None, "classical"
+    if not site.supported:
+        site.reason = f"not supported: {site.support_reason}"
+        return
+    if site.kind == "embedding" and site.table not in embedding_tables:
+        site.reason = (
+            f"{site.table} table: only {', '.join(embedding_tables)} tables are candidates; "
+            f"opt in with embedding_tables=(..., {site.table!r})."
+        )
+        return
+    if policy == "none":
+        site.reason = "policy 'none' rewrites nothing."
+        return
+    if policy == "all":
+        chosen, why = True, "policy 'all' offloads every supported site."
+    else:
+        assert callable(policy)
+        verdict = policy(site)
+        if not isinstance(verdict, bool):
+            raise PolicyError(
+                f"the policy callable returned {type(verdict).__name__} for site {site.path!r}; "
+                "it must return True (quantum) or False (classical)."
+            )
+        chosen = verdict
+        name = getattr(policy, "__name__", type(policy).__name__)
+        why = f"policy {name} returned {verdict}."
+    if chosen:
+        site.op, site.decision = site.quantum_op_for_kind, "quantum"
+    site.reason = why

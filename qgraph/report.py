@@ -1,0 +1,88 @@
+"""The compile report: one row per candidate site, with its decision and the reason."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from qgraph.site import Site
+
+#: the columns of the printed table and the CSV export, in order
+COLUMNS: tuple[str, ...] = (
+    "index", "kind", "path", "pattern", "op", "decision", "shape", "mask_kind", "reason",
+)
+
+
+def _shape_summary(site: Site) -> str:
+    if site.kind == "attention" and site.heads is not None:
+        gqa = f"/{site.kv_heads}kv" if site.kv_heads != site.heads else ""
+        return f"{site.heads}{gqa}h × {site.seq_len}×{site.kv_len} × d{site.head_dim}"
+    if site.kind == "embedding" and site.vocab_size is not None:
+        return f"{site.table} {site.vocab_size}×{site.embed_dim}"
+    return str(site.shapes.get("out", ""))
+
+
+@dataclass
+class Report:
+    """What ``qgraph.compile`` found and decided; ``sites`` has one entry per candidate."""
+
+    model: str
+    frontend: str
+    backend: str
+    policy: str
+    sites: list[Site] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def quantum_sites(self) -> list[Site]:
+        """The sites that were rewritten into quantum ops."""
+        return [s for s in self.sites if s.decision == "quantum"]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One plain dict per site with the report's columns."""
+        rows = []
+        for site in self.sites:
+            row = {c: getattr(site, c, None) for c in COLUMNS if c != "shape"}
+            row["shape"] = _shape_summary(site)
+            rows.append({c: row[c] for c in COLUMNS})
+        return rows
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """Every field of every site, for analysis (JSON-friendly)."""
+        return [s.to_dict() for s in self.sites]
+
+    def to_csv(self) -> str:
+        """The table as CSV text."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        writer.writerows(self.rows())
+        return buffer.getvalue()
+
+    def __str__(self) -> str:
+        table = Table(
+            title=f"qgraph report: {self.model} (frontend={self.frontend}, "
+            f"backend={self.backend}, policy={self.policy})",
+            show_lines=False,
+        )
+        for column in COLUMNS:
+            table.add_column(column, overflow="fold")
+        for row in self.rows():
+            table.add_row(*("" if row[c] is None else str(row[c]) for c in COLUMNS))
+        console = Console(width=160, record=True, file=io.StringIO(), color_system=None)
+        console.print(table)
+        counts = (f"{len(self.sites)} sites, {len(self.quantum_sites)} quantum "
+                  f"({sum(s.op == 'qaap' for s in self.sites)} qaap, "
+                  f"{sum(s.op == 'qrce' for s in self.sites)} qrce)")
+        for line in [counts, *self.notes]:
+            console.print(line)
+        return console.export_text()
+
+    def __repr__(self) -> str:
+        return (f"Report(model={self.model!r}, sites={len(self.sites)}, "
+                f"quantum={len(self.quantum_sites)})")
