@@ -8,7 +8,12 @@ from qgraph.backends.base import Backend, BackendStats, Capabilities, KernelCoun
 from qgraph.errors import UnknownBackendError
 
 __all__ = [
-    "Backend", "BackendStats", "Capabilities", "KernelCounters", "available", "get_backend",
+    "Backend",
+    "BackendStats",
+    "Capabilities",
+    "KernelCounters",
+    "available",
+    "get_backend",
 ]
 
 

@@ -1,8 +1,8 @@
 """qgraph: offload Transformer attention and embedding subgraphs to quantum kernels.
 
-    cm = qgraph.compile(model, (input_ids,), {"attention_mask": mask}, policy="all")
-    out = cm(input_ids, attention_mask=mask)
-    print(cm.report)
+cm = qgraph.compile(model, (input_ids,), {"attention_mask": mask}, policy="all")
+out = cm(input_ids, attention_mask=mask)
+print(cm.report)
 """
 
 from __future__ import annotations
@@ -16,6 +16,14 @@ from qgraph.site import Site
 __version__ = "0.1.0"
 
 __all__ = [
-    "CaptureError", "CompiledModule", "InputError", "PolicyError", "QGraphError", "Report",
-    "Site", "UnknownBackendError", "__version__", "compile",
+    "CaptureError",
+    "CompiledModule",
+    "InputError",
+    "PolicyError",
+    "QGraphError",
+    "Report",
+    "Site",
+    "UnknownBackendError",
+    "__version__",
+    "compile",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,7 +12,14 @@ import torch.fx as fx
 from torch import nn
 
 from qgraph.backends import get_backend
-from qgraph.capture import Captured, Frontend, capture, check_example_inputs, with_cache_disabled
+from qgraph.capture import (
+    Captured,
+    Frontend,
+    capture,
+    check_example_inputs,
+    raise_if_model_fails,
+    with_cache_disabled,
+)
 from qgraph.errors import InputError
 from qgraph.layers import QRCEEmbedding
 from qgraph.passes.analysis.build_sites import BuildSites
@@ -32,9 +40,15 @@ _compile_ids = itertools.count()
 
 def analysis_pipeline() -> PassManager:
     """The analysis passes, in dependency order."""
-    return PassManager([
-        FindCandidates(), ShapePropagation(), ClassifyMasks(), CountFlopsBytes(), BuildSites(),
-    ])
+    return PassManager(
+        [
+            FindCandidates(),
+            ShapePropagation(),
+            ClassifyMasks(),
+            CountFlopsBytes(),
+            BuildSites(),
+        ]
+    )
 
 
 def rewrite_pipeline() -> PassManager:
@@ -52,12 +66,12 @@ def _shape_guard(gm: fx.GraphModule, range_constraints: dict[Any, Any]) -> Any:
 
     def fits(flat: list[Any]) -> bool:
         bindings: dict[Any, int] = {}
-        for spec, x in zip(specs, flat):
+        for spec, x in zip(specs, flat, strict=True):
             if spec is None:
                 continue
             if not isinstance(x, torch.Tensor) or x.dim() != len(spec):
                 return False
-            for dim, size in zip(spec, x.shape):
+            for dim, size in zip(spec, x.shape, strict=True):
                 if isinstance(dim, int):
                     if dim != size:
                         return False
@@ -75,6 +89,15 @@ def _shape_guard(gm: fx.GraphModule, range_constraints: dict[Any, Any]) -> Any:
     return fits
 
 
+@dataclass(frozen=True)
+class QRCEOptions:
+    """Size and initialisation of the QRCE circuits that replace embedding tables."""
+
+    qubits: int
+    layers: int
+    init: str
+
+
 class CompiledModule(nn.Module):
     """The rewritten model: call it like the original; it trains like the original.
 
@@ -82,6 +105,8 @@ class CompiledModule(nn.Module):
     or a shape the current graph cannot take is captured and rewritten on first use, as
     torch.compile recompiles. All graphs share the model's parameters and the quantum layers.
     """
+
+    _model: nn.Module
 
     def __init__(
         self,
@@ -105,7 +130,7 @@ class CompiledModule(nn.Module):
         self._backend = backend
         self._policy = policy
         self._embedding_tables = tuple(embedding_tables)
-        self._qrce = {"qubits": qrce_qubits, "layers": qrce_layers, "init": qrce_init}
+        self._qrce = QRCEOptions(qrce_qubits, qrce_layers, qrce_init)
         self._seed = seed
         self._frontend = frontend
         self._graphs: dict[tuple[bool, Any], tuple[fx.GraphModule, Any, Any]] = {}
@@ -132,7 +157,13 @@ class CompiledModule(nn.Module):
         captured = self._capture(args, kwargs)
         gm = captured.graph_module
         props = PropertySet(example_inputs=captured.flatten_inputs(tuple(args), kwargs))
-        analysis_pipeline().run(gm, props)
+        try:
+            analysis_pipeline().run(gm, props)
+        except Exception:
+            # Fake-tensor capture misses value errors (an id beyond the vocabulary); the
+            # first real run finds them. Blame the inputs when the model fails on them too.
+            raise_if_model_fails(self._model, tuple(args), kwargs)
+            raise
         sites: list[Site] = props["sites"]
         for site in sites:
             decide(site, self._policy, self._embedding_tables)
@@ -151,7 +182,11 @@ class CompiledModule(nn.Module):
                     self.report.notes.append(
                         f"QRCE {path}: distilled from the original table, R² = {layer.fit_r2:.3f}."
                     )
-        self._graphs[(self.training, shape_key)] = (gm, captured, _shape_guard(gm, captured.range_constraints))
+        self._graphs[(self.training, shape_key)] = (
+            gm,
+            captured,
+            _shape_guard(gm, captured.range_constraints),
+        )
         return gm
 
     def _make_layers(self, gm: fx.GraphModule, sites: list[Site], props: PropertySet) -> None:
@@ -163,10 +198,15 @@ class CompiledModule(nn.Module):
             table = gm.get_parameter(target) if "." in target or hasattr(gm, target) else None
             assert table is not None and site.vocab_size and site.embed_dim
             layer = QRCEEmbedding(
-                site.vocab_size, site.embed_dim, self._qrce["qubits"], self._qrce["layers"],
-                seed=self._seed + site.index, dtype=table.dtype, device=table.device,
+                site.vocab_size,
+                site.embed_dim,
+                self._qrce.qubits,
+                self._qrce.layers,
+                seed=self._seed + site.index,
+                dtype=table.dtype,
+                device=table.device,
             )
-            if self._qrce["init"] == "distill":
+            if self._qrce.init == "distill":
                 layer.distill_from(table)
             self.quantum_layers[site.path] = layer
 
@@ -181,12 +221,27 @@ class CompiledModule(nn.Module):
         return self._build(args, kwargs, shape_key=shape_key)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the rewritten graph for these inputs (same signature as the model's forward)."""
+        """Run the rewritten graph for these inputs (same signature as the model's forward).
+
+        With nothing offloaded the original module runs itself: its eager kernels (e.g. the
+        fused nn.TransformerEncoder fast path) can differ from the captured graph's in the
+        last bit, and "no rewrite" must mean bit-identical outputs.
+        """
+        if not self.report.quantum_sites:
+            return self._run_original(*args, **kwargs)
         kwargs = with_cache_disabled(self._model, kwargs)
         gm = self._graph_for(args, kwargs)
         if gm is not self.graph_module:
             self._modules["graph_module"] = gm
         return gm(*args, **kwargs)
+
+    def _run_original(self, *args: Any, **kwargs: Any) -> Any:
+        was_training = self._model.training
+        self._model.train(self.training)
+        try:
+            return self._model(*args, **kwargs)
+        finally:
+            self._model.train(was_training)
 
     def train(self, mode: bool = True) -> CompiledModule:
         """Switch train/eval like the original model (a graph per mode; see the class doc)."""
@@ -207,9 +262,11 @@ class CompiledModule(nn.Module):
         return get_backend(self._backend)
 
     def __repr__(self) -> str:
-        return (f"CompiledModule({type(self._model).__name__}, backend={self._backend!r}, "
-                f"policy={_policy_name(self._policy)!r}, quantum_sites="
-                f"{len(self.report.quantum_sites)})")
+        return (
+            f"CompiledModule({type(self._model).__name__}, backend={self._backend!r}, "
+            f"policy={_policy_name(self._policy)!r}, quantum_sites="
+            f"{len(self.report.quantum_sites)})"
+        )
 
 
 def pytree_leaves(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
@@ -266,7 +323,15 @@ def compile(
     if qrce_init not in ("distill", "random"):
         raise InputError(f"qrce_init must be 'distill' or 'random'; got {qrce_init!r}.")
     return CompiledModule(
-        model, tuple(example_inputs), dict(example_kwargs), backend=backend, policy=policy,
-        embedding_tables=embedding_tables, qrce_qubits=qrce_qubits, qrce_layers=qrce_layers,
-        qrce_init=qrce_init, seed=seed, frontend=frontend,
+        model,
+        tuple(example_inputs),
+        dict(example_kwargs),
+        backend=backend,
+        policy=policy,
+        embedding_tables=embedding_tables,
+        qrce_qubits=qrce_qubits,
+        qrce_layers=qrce_layers,
+        qrce_init=qrce_init,
+        seed=seed,
+        frontend=frontend,
     )

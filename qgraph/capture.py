@@ -41,9 +41,7 @@ class Captured:
 def check_example_inputs(model: torch.nn.Module, args: Any, kwargs: Any) -> None:
     """Raise InputError unless ``args`` is a tuple/list and ``kwargs`` a dict the model accepts."""
     if not isinstance(model, torch.nn.Module):
-        raise InputError(
-            f"qgraph.compile takes a torch.nn.Module; got {type(model).__name__}."
-        )
+        raise InputError(f"qgraph.compile takes a torch.nn.Module; got {type(model).__name__}.")
     if not isinstance(args, (tuple, list)):
         raise InputError(
             f"example_inputs must be a tuple of positional arguments, e.g. (input_ids,); got "
@@ -74,16 +72,24 @@ def with_cache_disabled(model: torch.nn.Module, kwargs: dict[str, Any]) -> dict[
 
 
 def _dynamic_shapes(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Dim.AUTO for every dimension of every tensor input, keyed by forward's parameter names."""
-    bound = inspect.signature(model.forward).bind(*args, **kwargs)
-    auto = lambda x: {d: Dim.AUTO for d in range(x.dim())} if isinstance(x, torch.Tensor) else None  # noqa: E731
+    """Dim.AUTO for every dimension of every tensor input, keyed by forward's parameter names.
+
+    None (a static capture) when an input lands in forward's ``**kwargs``: torch.export
+    rejects every dynamic-shape spec for var-keyword inputs ("Must provide a tree_name"), and
+    the compiled module recaptures per shape instead.
+    """
+    signature = inspect.signature(model.forward)
+    bound = signature.bind(*args, **kwargs)
     specs: dict[str, Any] = {}
     for name, value in bound.arguments.items():
-        parameter = inspect.signature(model.forward).parameters[name]
-        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
-            specs[name] = {k: pytree.tree_map(auto, v) for k, v in value.items()}
-        else:
-            specs[name] = pytree.tree_map(auto, value)
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            return None
+        specs[name] = pytree.tree_map(
+            lambda x: (
+                {d: Dim.AUTO for d in range(x.dim())} if isinstance(x, torch.Tensor) else None
+            ),
+            value,
+        )
     return specs
 
 
@@ -102,13 +108,17 @@ def _advice(exc: BaseException) -> str:
     if "Cache" in text or "past_key_values" in text:
         return "pass use_cache=False in example_kwargs so the model returns no KV cache."
     if "data-dependent" in text or "GuardOnDataDependent" in text:
-        return ("the model branches on a tensor's value; rewrite the branch with torch.where or "
-                "torch.cond, or compile with example inputs that take the branch you need.")
+        return (
+            "the model branches on a tensor's value; rewrite the branch with torch.where or "
+            "torch.cond, or compile with example inputs that take the branch you need."
+        )
     if "Dynamic" in text or "Constraints violated" in text:
         return "compile with example inputs of the batch size and sequence length you will use."
-    return ("make the model traceable by torch.export (see "
-            "https://pytorch.org/docs/stable/export.html), or pass frontend='symbolic_trace' "
-            "for a plain module.")
+    return (
+        "make the model traceable by torch.export (see "
+        "https://pytorch.org/docs/stable/export.html), or pass frontend='symbolic_trace' "
+        "for a plain module."
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -116,9 +126,26 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
+def raise_if_model_fails(
+    model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Raise InputError when the model itself fails eagerly on these inputs."""
+    try:
+        with torch.no_grad():
+            model(*args, **kwargs)
+    except Exception as eager_exc:
+        raise InputError(
+            f"{type(model).__name__} itself fails on the example inputs, so there is nothing "
+            f"to capture: {_first_line(eager_exc)}. Pass example inputs that the model accepts."
+        ) from eager_exc
+
+
 def _export(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Captured:
     program = torch.export.export(
-        model, tuple(args), kwargs, strict=False,
+        model,
+        tuple(args),
+        kwargs,
+        strict=False,
         dynamic_shapes=_dynamic_shapes(model, args, kwargs),
     )
     gm = program.module()
@@ -172,13 +199,7 @@ def capture(
         return _export(model, args, kwargs)
     except Exception as export_exc:
         export_failure = export_exc
-    try:
-        model(*args, **kwargs)
-    except Exception as eager_exc:
-        raise InputError(
-            f"{type(model).__name__} itself fails on the example inputs, so there is nothing "
-            f"to capture: {_first_line(eager_exc)}. Pass example inputs that the model accepts."
-        ) from eager_exc
+    raise_if_model_fails(model, args, kwargs)
     if frontend == "auto":
         try:
             return _symbolic_trace(model)

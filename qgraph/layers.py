@@ -19,8 +19,14 @@ class QRCEEmbedding(nn.Module):
     """
 
     def __init__(
-        self, vocab_size: int, embed_dim: int, n_qubits: int, n_layers: int, seed: int,
-        dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        n_qubits: int,
+        n_layers: int,
+        seed: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.structure = QRCEStructure.from_seed(n_qubits, n_layers, seed)
@@ -55,8 +61,9 @@ class QRCEEmbedding(nn.Module):
         scores = scores / scores.std(dim=0).clamp_min(1e-12)
         self.angles.copy_(torch.atan(scores))
         self.weights.mul_(0.1)
-        features = qrce_features(self.angles.to(torch.float64), self.weights.to(torch.float64),
-                                 self.structure)
+        features = qrce_features(
+            self.angles.to(torch.float64), self.weights.to(torch.float64), self.structure
+        )
         design = torch.cat([features, torch.ones(len(features), 1, dtype=torch.float64)], dim=1)
         solution = torch.linalg.lstsq(design, work).solution
         self.proj.weight.copy_(solution[:-1].T)
@@ -68,4 +75,6 @@ class QRCEEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         s = self.structure
-        return f"vocab={self.angles.shape[0]}, qubits={s.n_qubits}, layers={s.n_layers}, seed={s.seed}"
+        return (
+            f"vocab={self.angles.shape[0]}, qubits={s.n_qubits}, layers={s.n_layers}, seed={s.seed}"
+        )

@@ -9,6 +9,8 @@ autograd on the exact backend and the straight-through estimator on sampled ones
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -37,9 +39,7 @@ def qaap(
     ``dropout_keep`` is the Bernoulli keep mask on the weights, drawn by the graph in
     training mode (None otherwise). Returns (B, H, Sq, Dv) in q's dtype.
     """
-    return get_backend(backend).qaap(
-        q, k, v, attn_mask, is_causal, dropout_keep, dropout_p, site
-    )
+    return get_backend(backend).qaap(q, k, v, attn_mask, is_causal, dropout_keep, dropout_p, site)
 
 
 @qaap.register_fake
@@ -59,10 +59,14 @@ def qaap_backward(
     dropout_p: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of the closed-form QAAP output with respect to q, k and v."""
-    with torch.enable_grad():
-        inputs = [t.detach().requires_grad_() for t in (q, k, v)]
-        out, _ = qaap_attention(*inputs, attn_mask, is_causal, dropout_keep, dropout_p)
-        grad_q, grad_k, grad_v = torch.autograd.grad(out, inputs, grad_out)
+
+    # torch.func.vjp, not torch.autograd: an op's implementation runs below the autograd
+    # dispatch key, where only functorch transforms record a graph.
+    def closed_form(q_: Tensor, k_: Tensor, v_: Tensor) -> Tensor:
+        return qaap_attention(q_, k_, v_, attn_mask, is_causal, dropout_keep, dropout_p)[0]
+
+    vjp: Any = torch.func.vjp(closed_form, q, k, v)[1]
+    grad_q, grad_k, grad_v = vjp(grad_out)
     return grad_q, grad_k, grad_v
 
 
@@ -113,11 +117,12 @@ def qrce_backward(
 ) -> tuple[Tensor, Tensor]:
     """Exact gradients of the QRCE features with respect to the angle table and weights."""
     structure = QRCEStructure.from_seed(angle_table.shape[-1], weights.shape[0], seed)
-    with torch.enable_grad():
-        table = angle_table.detach().requires_grad_()
-        rotations = weights.detach().requires_grad_()
-        features = qrce_token_features(token_ids, table, rotations, structure)
-        grad_table, grad_weights = torch.autograd.grad(features, (table, rotations), grad_out)
+
+    def features(table: Tensor, rotations: Tensor) -> Tensor:
+        return qrce_token_features(token_ids, table, rotations, structure)
+
+    vjp: Any = torch.func.vjp(features, angle_table, weights)[1]
+    grad_table, grad_weights = vjp(grad_out)
     return grad_table, grad_weights
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Union
 
 from qgraph.errors import PolicyError
 from qgraph.site import Site
 
-PolicyLike = Union[str, Callable[[Site], bool]]
+PolicyLike = str | Callable[[Site], bool]
 POLICY_NAMES = ("all", "none")
 EMBEDDING_TABLES = ("word", "position", "token_type", "other")
 

@@ -14,7 +14,15 @@ from qgraph.site import Site
 
 #: the columns of the printed table and the CSV export, in order
 COLUMNS: tuple[str, ...] = (
-    "index", "kind", "path", "pattern", "op", "decision", "shape", "mask_kind", "reason",
+    "index",
+    "kind",
+    "path",
+    "pattern",
+    "op",
+    "decision",
+    "shape",
+    "mask_kind",
+    "reason",
 )
 
 
@@ -76,13 +84,17 @@ class Report:
             table.add_row(*("" if row[c] is None else str(row[c]) for c in COLUMNS))
         console = Console(width=160, record=True, file=io.StringIO(), color_system=None)
         console.print(table)
-        counts = (f"{len(self.sites)} sites, {len(self.quantum_sites)} quantum "
-                  f"({sum(s.op == 'qaap' for s in self.sites)} qaap, "
-                  f"{sum(s.op == 'qrce' for s in self.sites)} qrce)")
+        counts = (
+            f"{len(self.sites)} sites, {len(self.quantum_sites)} quantum "
+            f"({sum(s.op == 'qaap' for s in self.sites)} qaap, "
+            f"{sum(s.op == 'qrce' for s in self.sites)} qrce)"
+        )
         for line in [counts, *self.notes]:
             console.print(line)
         return console.export_text()
 
     def __repr__(self) -> str:
-        return (f"Report(model={self.model!r}, sites={len(self.sites)}, "
-                f"quantum={len(self.quantum_sites)})")
+        return (
+            f"Report(model={self.model!r}, sites={len(self.sites)}, "
+            f"quantum={len(self.quantum_sites)})"
+        )

@@ -53,8 +53,11 @@ class BuildSites(AnalysisPass):
         roles = match.roles
         shapes: dict[str, tuple[int, ...]] = {}
         site = Site(
-            index=index, kind=match.pattern.kind,  # type: ignore[arg-type]
-            path=match.path, pattern=match.pattern.name, anchor=match.anchor.name,
+            index=index,
+            kind=match.pattern.kind,  # type: ignore[arg-type]
+            path=match.path,
+            pattern=match.pattern.name,
+            anchor=match.anchor.name,
             flops=sum(props["node_flops"].get(n.name, 0) for n in match.nodes),
             bytes=sum(props["node_bytes"].get(n.name, 0) for n in match.nodes),
         )

@@ -36,6 +36,5 @@ class FindCandidates(AnalysisPass):
         props["matches"] = matches
         # The mask values at the example inputs tell its kind (see ClassifyMasks).
         props["observe"] = {
-            m.roles["mask"].name for m in matches
-            if isinstance(m.roles.get("mask"), fx.Node)
+            m.roles["mask"].name for m in matches if isinstance(m.roles.get("mask"), fx.Node)
         }

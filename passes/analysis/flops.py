@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
+import torch.utils._pytree as pytree
 
 from qgraph.passes.base import AnalysisPass, PropertySet
 
@@ -21,41 +22,37 @@ aten = torch.ops.aten
 Shape = tuple[int, ...]
 
 
-def _matmul_flops(a: Shape, b: Shape, out: Shape) -> int:
-    # (..., m, k) @ (..., k, n): 2·k multiply-adds per output element
-    return 2 * a[-1] * math.prod(out)
+def _contraction_flops(inputs: list[Shape], out: Shape) -> int:
+    # x (..., k) contracted with a (k, n) operand: 2·k FLOPs per output element
+    return 2 * inputs[0][-1] * math.prod(out)
 
 
-def _linear_flops(a: Shape, w: Shape, out: Shape) -> int:
-    # x (..., k) @ wᵀ (k, n) + b: 2·k per output element
-    return 2 * a[-1] * math.prod(out)
-
-
-def _sdpa_flops(q: Shape, k: Shape, v: Shape, out: Shape) -> int:
+def _sdpa_flops(inputs: list[Shape], out: Shape) -> int:
     # QKᵀ (2·Sq·Sk·D) + softmax (~5·Sq·Sk) + AV (2·Sq·Sk·Dv), per batch × head
+    q, k, v = inputs[:3]
     batch_heads, n_q, n_k = math.prod(q[:-2]), q[-2], k[-2]
     return batch_heads * n_q * n_k * (2 * q[-1] + 5 + 2 * v[-1])
 
 
-def _softmax_flops(x: Shape, out: Shape) -> int:
+def _softmax_flops(inputs: list[Shape], out: Shape) -> int:
     # max, subtract, exp, sum, divide: ~5 per element
     return 5 * math.prod(out)
 
 
 #: target -> FLOPs from the shapes of the node's tensor inputs (in order) and its output
-FLOP_RULES: dict[Any, Callable[..., int]] = {
-    aten.matmul.default: _matmul_flops,  # batched matmul
-    aten.mm.default: _matmul_flops,  # 2-D matmul
-    aten.bmm.default: _matmul_flops,  # batched 3-D matmul
-    torch.matmul: _matmul_flops,  # fx-traced matmul
-    operator.matmul: _matmul_flops,  # the @ operator
-    aten.linear.default: _linear_flops,  # x @ wᵀ + b
-    F.linear: _linear_flops,  # fx-traced linear
+FLOP_RULES: dict[Any, Callable[[list[Shape], Shape], int]] = {
+    aten.matmul.default: _contraction_flops,  # batched matmul
+    aten.mm.default: _contraction_flops,  # 2-D matmul
+    aten.bmm.default: _contraction_flops,  # batched 3-D matmul
+    torch.matmul: _contraction_flops,  # fx-traced matmul
+    operator.matmul: _contraction_flops,  # the @ operator
+    aten.linear.default: _contraction_flops,  # x @ wᵀ (+ b: negligible)
+    F.linear: _contraction_flops,  # fx-traced linear
     aten.scaled_dot_product_attention.default: _sdpa_flops,  # fused attention
     F.scaled_dot_product_attention: _sdpa_flops,  # fx-traced fused attention
     aten.softmax.int: _softmax_flops,  # softmax
     aten._softmax.default: _softmax_flops,  # softmax (decomposed name)
-    aten.embedding.default: lambda *shapes: 0,  # a gather: memory only
+    aten.embedding.default: lambda inputs, out: 0,  # a gather: memory only
 }
 
 #: element-wise ops cost one FLOP per output element
@@ -78,11 +75,16 @@ class CountFlopsBytes(AnalysisPass):
                 continue
             if node.name not in shapes:
                 continue
-            inputs = [a.name for a in node.all_input_nodes if a.name in shapes]
+            # In argument order, repeats kept: sdpa(x, x, x) has three tensor inputs.
+            inputs = [
+                a.name
+                for a in pytree.tree_leaves((node.args, node.kwargs))
+                if isinstance(a, fx.Node) and a.name in shapes
+            ]
             out = shapes[node.name]
             rule = FLOP_RULES.get(node.target)
             if rule is not None:
-                flops[node.name] = int(rule(*(shapes[i] for i in inputs), out))
+                flops[node.name] = int(rule([shapes[i] for i in inputs], out))
             else:
                 flops[node.name] = ELEMENTWISE_FLOPS_PER_ELEMENT * math.prod(out)
             nbytes[node.name] = sum(

@@ -10,9 +10,7 @@ from qgraph.passes.analysis.graph_utils import depends_on_user_input
 from qgraph.passes.base import AnalysisPass, PropertySet
 
 
-def classify_mask(
-    mask: torch.Tensor | None, is_causal: bool, depends_on_input: bool
-) -> str:
+def classify_mask(mask: torch.Tensor | None, is_causal: bool, depends_on_input: bool) -> str:
     """The kind of an attention mask from its value at the example inputs.
 
     Values show the structure (a lower triangle, rows equal across queries); the graph shows
@@ -29,7 +27,7 @@ def classify_mask(
     n_queries, n_keys = keep.shape[-2], keep.shape[-1]
     tril = torch.ones(n_queries, n_keys, dtype=torch.bool, device=keep.device).tril()
     visible_keys = keep.any(dim=-2, keepdim=True)  # keys some query may see
-    causal = is_causal or bool((keep == (tril & visible_keys)).all()) and not bool(keep.all())
+    causal = is_causal or (bool((keep == (tril & visible_keys)).all()) and not bool(keep.all()))
     structure = keep & tril if is_causal else keep
     padding = not bool(visible_keys.all()) or depends_on_input
     if causal:

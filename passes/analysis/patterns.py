@@ -69,10 +69,14 @@ def _extract_sdpa(gm: fx.GraphModule, node: fx.Node) -> dict[str, Any] | None:
     if not _is_call(node, SDPA_TARGETS):
         return None
     return {
-        "q": node.args[0], "k": node.args[1], "v": node.args[2],
-        "mask": arg(node, 3, "attn_mask"), "dropout_p": float(arg(node, 4, "dropout_p", 0.0)),
+        "q": node.args[0],
+        "k": node.args[1],
+        "v": node.args[2],
+        "mask": arg(node, 3, "attn_mask"),
+        "dropout_p": float(arg(node, 4, "dropout_p", 0.0)),
         "is_causal": bool(arg(node, 5, "is_causal", False)),
-        "output": node, "nodes": [node],
+        "output": node,
+        "nodes": [node],
     }
 
 
@@ -85,7 +89,9 @@ def _extract_mha_sdpa(gm: fx.GraphModule, node: fx.Node) -> dict[str, Any] | Non
 def _is_softmax(node: Any) -> bool:
     if not isinstance(node, fx.Node):
         return False
-    return _is_call(node, SOFTMAX_TARGETS) or (node.op == "call_method" and node.target == "softmax")
+    return _is_call(node, SOFTMAX_TARGETS) or (
+        node.op == "call_method" and node.target == "softmax"
+    )
 
 
 def _extract_eager_chain(gm: fx.GraphModule, node: fx.Node) -> dict[str, Any] | None:
@@ -93,7 +99,7 @@ def _extract_eager_chain(gm: fx.GraphModule, node: fx.Node) -> dict[str, Any] | 
     if not _is_softmax(node) or arg(node, 1, "dim") not in (-1, 3):
         return None
     nodes = [node]
-    producer = node.args[0]
+    producer: Any = node.args[0]  # fx types args as a wide union; checked by _is_call
     mask = None
     if _is_call(producer, ADD_TARGETS):
         mask = producer.args[1]
@@ -113,18 +119,29 @@ def _extract_eager_chain(gm: fx.GraphModule, node: fx.Node) -> dict[str, Any] | 
     dropout_p, dropout_train = 0.0, False
     if consumer is not None and _is_call(consumer, DROPOUT_TARGETS):
         dropout_p = float(arg(consumer, 1, "p", 0.5))
-        dropout_train = bool(arg(consumer, 2, "train" if consumer.target is not F.dropout
-                                 else "training", True))
+        dropout_train = bool(
+            arg(consumer, 2, "train" if consumer.target is not F.dropout else "training", True)
+        )
         nodes.append(consumer)
         escape = escape or len(consumer.users) > 1
         consumer = _first_user(consumer, MATMUL_TARGETS)
-    if consumer is None or not _is_call(consumer, MATMUL_TARGETS) or consumer.args[0] is not nodes[-1]:
+    if (
+        consumer is None
+        or not _is_call(consumer, MATMUL_TARGETS)
+        or consumer.args[0] is not nodes[-1]
+    ):
         return None
     nodes.append(consumer)
     return {
-        "q": q, "k_transposed": k_transposed, "v": consumer.args[1], "mask": mask,
-        "dropout_p": dropout_p if dropout_train else 0.0, "is_causal": False,
-        "output": consumer, "nodes": nodes, "weights_escape": escape,
+        "q": q,
+        "k_transposed": k_transposed,
+        "v": consumer.args[1],
+        "mask": mask,
+        "dropout_p": dropout_p if dropout_train else 0.0,
+        "is_causal": False,
+        "output": consumer,
+        "nodes": nodes,
+        "weights_escape": escape,
     }
 
 
@@ -145,19 +162,25 @@ def _extract_embedding(gm: fx.GraphModule, node: fx.Node) -> dict[str, Any] | No
 def _check_attention(roles: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> str | None:
     q_shape = shapes.get("q", ())
     if len(q_shape) != 4:
-        return (f"QAAP takes 4-D (batch, heads, seq, head_dim) q/k/v; this site's q is "
-                f"{len(q_shape)}-D {q_shape}.")
+        return (
+            f"QAAP takes 4-D (batch, heads, seq, head_dim) q/k/v; this site's q is "
+            f"{len(q_shape)}-D {q_shape}."
+        )
     if roles.get("mask_kind") == "additive":
-        return ("the mask adds a learned or positional bias to the scores; QAAP can drop keys "
-                "but has no amplitude analogue of an additive bias.")
+        return (
+            "the mask adds a learned or positional bias to the scores; QAAP can drop keys "
+            "but has no amplitude analogue of an additive bias."
+        )
     if roles.get("weights_escape"):
         return "the attention weights are used outside the pooling (e.g. output_attentions)."
     return None
 
 
 def _check_mha_module(roles: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> str | None:
-    return ("symbolic_trace keeps nn.MultiheadAttention as one opaque module call; capture "
-            "with torch.export (frontend='export') to reach its attention core.")
+    return (
+        "symbolic_trace keeps nn.MultiheadAttention as one opaque module call; capture "
+        "with torch.export (frontend='export') to reach its attention core."
+    )
 
 
 def _extract_mha_module(gm: fx.GraphModule, node: fx.Node) -> dict[str, Any] | None:
@@ -175,19 +198,49 @@ def _check_embedding(roles: dict[str, Any], shapes: dict[str, tuple[int, ...]]) 
 
 
 ATTENTION_PATTERNS: tuple[Pattern, ...] = (
-    Pattern("mha_sdpa", "attention", _extract_mha_sdpa, _check_attention, 30,
-            "nn.MultiheadAttention after torch.export: an SDPA node inside the MHA module"),
-    Pattern("sdpa", "attention", _extract_sdpa, _check_attention, 20,
-            "aten.scaled_dot_product_attention: HF 'sdpa' attention and F.sdpa calls"),
-    Pattern("eager_softmax_chain", "attention", _extract_eager_chain, _check_attention, 10,
-            "matmul(q, kᵀ) → scale → (+mask) → softmax → (dropout) → matmul(·, v): eager attention"),
-    Pattern("mha_module", "attention", _extract_mha_module, _check_mha_module, 5,
-            "an opaque nn.MultiheadAttention call left by symbolic_trace: found, not rewritable"),
+    Pattern(
+        "mha_sdpa",
+        "attention",
+        _extract_mha_sdpa,
+        _check_attention,
+        30,
+        "nn.MultiheadAttention after torch.export: an SDPA node inside the MHA module",
+    ),
+    Pattern(
+        "sdpa",
+        "attention",
+        _extract_sdpa,
+        _check_attention,
+        20,
+        "aten.scaled_dot_product_attention: HF 'sdpa' attention and F.sdpa calls",
+    ),
+    Pattern(
+        "eager_softmax_chain",
+        "attention",
+        _extract_eager_chain,
+        _check_attention,
+        10,
+        "matmul(q, kᵀ) → scale → (+mask) → softmax → (dropout) → matmul(·, v): eager attention",
+    ),
+    Pattern(
+        "mha_module",
+        "attention",
+        _extract_mha_module,
+        _check_mha_module,
+        5,
+        "an opaque nn.MultiheadAttention call left by symbolic_trace: found, not rewritable",
+    ),
 )
 
 EMBEDDING_PATTERNS: tuple[Pattern, ...] = (
-    Pattern("embedding", "embedding", _extract_embedding, _check_embedding, 10,
-            "aten.embedding / F.embedding / nn.Embedding: a table lookup by integer ids"),
+    Pattern(
+        "embedding",
+        "embedding",
+        _extract_embedding,
+        _check_embedding,
+        10,
+        "aten.embedding / F.embedding / nn.Embedding: a table lookup by integer ids",
+    ),
 )
 
 ALL_PATTERNS: tuple[Pattern, ...] = tuple(

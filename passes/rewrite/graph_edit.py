@@ -11,12 +11,14 @@ import torch.fx as fx
 def erase_dead(graph: fx.Graph, nodes: Iterable[fx.Node]) -> None:
     """Erase the given nodes, and then their inputs, while they have no users left."""
     pending = list(nodes)
+    erased: set[fx.Node] = set()
     while pending:
         node = pending.pop()
-        if node.graph is not graph or node.users or node.op in ("placeholder", "output"):
+        if node in erased or node.users or node.op in ("placeholder", "output"):
             continue
         inputs = node.all_input_nodes
         graph.erase_node(node)
+        erased.add(node)
         pending.extend(inputs)
 
 
@@ -32,6 +34,5 @@ def drop_unused_attributes(gm: fx.GraphModule, targets: Iterable[str]) -> None:
             continue
         owner_path, _, name = target.rpartition(".")
         owner = gm.get_submodule(owner_path) if owner_path else gm
-        if type(owner) is torch.nn.Module or owner is gm:
-            if hasattr(owner, name):
-                delattr(owner, name)
+        if (type(owner) is torch.nn.Module or owner is gm) and hasattr(owner, name):
+            delattr(owner, name)

@@ -57,12 +57,25 @@ class ReplaceAttention(RewritePass):
                     keep = graph.call_function(attention_dropout_keep, (roles["q"], k, dropout_p))
                 qaap = graph.call_function(
                     torch.ops.qgraph.qaap.default,
-                    (roles["q"], k, roles["v"], roles.get("mask"), keep,
-                     bool(roles.get("is_causal")), dropout_p, UNBOUND_BACKEND,
-                     props["site_labels"][site.index]),
+                    (
+                        roles["q"],
+                        k,
+                        roles["v"],
+                        roles.get("mask"),
+                        keep,
+                        bool(roles.get("is_causal")),
+                        dropout_p,
+                        UNBOUND_BACKEND,
+                        props["site_labels"][site.index],
+                    ),
                 )
-            qaap.meta.update({k_: v for k_, v in output.meta.items()
-                              if k_ in ("nn_module_stack", "stack_trace", "val")})
+            qaap.meta.update(
+                {
+                    k_: v
+                    for k_, v in output.meta.items()
+                    if k_ in ("nn_module_stack", "stack_trace", "val")
+                }
+            )
             qaap.meta["qgraph_site"] = site.index
             output.replace_all_uses_with(qaap)
             erase_dead(graph, match.nodes)

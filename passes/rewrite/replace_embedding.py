@@ -44,13 +44,22 @@ class ReplaceEmbedding(RewritePass):
                 weights = graph.get_attr(f"{name}.weights")
                 features = graph.call_function(
                     torch.ops.qgraph.qrce.default,
-                    (roles["ids"], angles, weights, layer.seed, UNBOUND_BACKEND,
-                     props["site_labels"][site.index]),
+                    (
+                        roles["ids"],
+                        angles,
+                        weights,
+                        layer.seed,
+                        UNBOUND_BACKEND,
+                        props["site_labels"][site.index],
+                    ),
                 )
                 projected = graph.call_function(
                     torch.ops.aten.linear.default,
-                    (features, graph.get_attr(f"{name}.proj.weight"),
-                     graph.get_attr(f"{name}.proj.bias")),
+                    (
+                        features,
+                        graph.get_attr(f"{name}.proj.weight"),
+                        graph.get_attr(f"{name}.proj.bias"),
+                    ),
                 )
             for new in (features, projected):
                 new.meta["nn_module_stack"] = output.meta.get("nn_module_stack", {})

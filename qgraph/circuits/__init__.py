@@ -1,1 +1,1 @@
-"""Gate-level qiskit circuits of qgraph's quantum kernels: what sampled and hardware backends run."""
+"""Gate-level qiskit circuits of qgraph's quantum kernels (what sampled backends run)."""

@@ -1,1 +1,1 @@
-"""Classical reference implementations (closed forms, statevector simulators) of qgraph's quantum kernels."""
+"""Classical reference implementations of qgraph's quantum kernels (closed forms, statevectors)."""

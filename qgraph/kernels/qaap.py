@@ -58,7 +58,10 @@ def expand_kv_heads(kv: torch.Tensor, n_query_heads: int) -> torch.Tensor:
 
 
 def keep_mask(
-    attn_mask: torch.Tensor | None, is_causal: bool, n_queries: int, n_keys: int,
+    attn_mask: torch.Tensor | None,
+    is_causal: bool,
+    n_queries: int,
+    n_keys: int,
     device: torch.device,
 ) -> torch.Tensor | None:
     """Which keys each query may see, as a bool tensor broadcastable to (..., Sq, Sk).

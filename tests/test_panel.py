@@ -1,0 +1,131 @@
+"""The model panel: every model compiles, runs, trains and round-trips on the exact backend."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import qgraph
+from panel import DEFAULT_TRAIN_LR, PANEL, TRAIN_LR, float_leaves, main_output
+from qgraph.models import ModelCase, example_ids
+
+
+def test_policy_none_is_bit_identical_to_eager(case: ModelCase) -> None:
+    cm = qgraph.compile(case.model, case.args, case.kwargs, policy="none")
+    assert not cm.report.quantum_sites
+    with torch.no_grad():
+        expected = float_leaves(case.model(*case.args, **case.kwargs))
+        got = float_leaves(cm(*case.args, **case.kwargs))
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert torch.equal(g, e), f"max |Δ| = {(g - e).abs().max()}"
+
+
+def test_policy_all_rewrites_one_attention_per_layer_and_the_word_embedding(
+    case: ModelCase,
+) -> None:
+    cm = qgraph.compile(case.model, case.args, case.kwargs, policy="all")
+    sites = cm.report.sites
+    attention = [s for s in sites if s.kind == "attention"]
+    assert len(attention) == case.layers
+    assert all(s.decision == "quantum" and s.op == "qaap" for s in attention), cm.report
+    words = [s for s in sites if s.kind == "embedding" and s.table == "word"]
+    assert len(words) == 1 and words[0].op == "qrce" and words[0].decision == "quantum"
+    others = [s for s in sites if s.kind == "embedding" and s.table != "word"]
+    assert all(s.decision == "classical" and "opt in" in s.reason for s in others)
+    # The graph says the same as the report.
+    targets = [n.target for n in cm.graph_module.graph.nodes]
+    assert targets.count(torch.ops.qgraph.qaap.default) == case.layers
+    assert targets.count(torch.ops.qgraph.qrce.default) == 1
+    assert torch.ops.aten.scaled_dot_product_attention.default not in targets
+    for site in sites:
+        assert site.path and site.reason and site.shapes
+
+
+def test_forward_backward_reach_every_parameter(case: ModelCase) -> None:
+    cm = qgraph.compile(case.model, case.args, case.kwargs, policy="all")
+    out = cm(*case.args, **case.kwargs)
+    loss = sum(x.float().square().mean() for x in float_leaves(out))
+    loss.backward()
+    names = dict(cm.named_parameters())
+    assert any("qgraph_qrce" in n for n in names)
+    missing = [n for n, p in names.items() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing}"
+    assert all(torch.isfinite(p.grad).all() for p in names.values())
+    assert all(torch.isfinite(x).all() for x in float_leaves(out))
+
+
+def test_training_lowers_the_loss(case: ModelCase) -> None:
+    model = copy.deepcopy(case.model)
+    cm = qgraph.compile(model, case.args, case.kwargs, policy="all")
+    cm.train()
+    width = main_output(cm(*case.args, **case.kwargs)).shape[-1]
+    head = torch.nn.Linear(width, 2)
+    labels = torch.tensor([0, 1] * (case.args[0].shape[0] // 2 + 1))[: case.args[0].shape[0]]
+    optimizer = torch.optim.AdamW(
+        [*cm.parameters(), *head.parameters()], lr=TRAIN_LR.get(case.name, DEFAULT_TRAIN_LR)
+    )
+    losses = []
+    for _ in range(20):
+        logits = head(main_output(cm(*case.args, **case.kwargs)).mean(dim=1))
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses
+
+
+def test_state_dict_round_trip_reproduces_outputs(case: ModelCase) -> None:
+    cm = qgraph.compile(case.model, case.args, case.kwargs, policy="all")
+    fresh = PANEL[case.name.removeprefix("hf:")]()
+    other = qgraph.compile(fresh.model, fresh.args, fresh.kwargs, policy="all", seed=0)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.5)
+    other.load_state_dict(cm.state_dict())
+    with torch.no_grad():
+        for g, e in zip(
+            float_leaves(other(*case.args, **case.kwargs)),
+            float_leaves(cm(*case.args, **case.kwargs)),
+            strict=True,
+        ):
+            assert torch.equal(g, e)
+
+
+def test_runs_on_shapes_other_than_the_example(case: ModelCase) -> None:
+    cm = qgraph.compile(case.model, case.args, case.kwargs, policy="all")
+    for batch, seq_len in [(3, 11), (1, 5)]:
+        ids, mask = example_ids(case.vocab_size, batch, seq_len, seed=1)
+        out = main_output(cm(ids, attention_mask=mask))
+        assert out.shape[:2] == (batch, seq_len)
+        assert torch.isfinite(out).all()
+    reference = qgraph.compile(case.model, case.args, case.kwargs, policy="none")
+    ids, mask = example_ids(case.vocab_size, 3, 11, seed=2)
+    with torch.no_grad():
+        assert torch.equal(
+            main_output(reference(ids, attention_mask=mask)),
+            main_output(case.model(ids, attention_mask=mask)),
+        )
+
+
+@pytest.mark.parametrize("name", ["bert", "encoder"])
+def test_train_and_eval_modes_behave_as_the_original(name: str) -> None:
+    case = PANEL[name]()
+    cm = qgraph.compile(case.model, case.args, case.kwargs, policy="all")
+    with torch.no_grad():
+        cm.eval()
+        first = main_output(cm(*case.args, **case.kwargs))
+        assert torch.equal(first, main_output(cm(*case.args, **case.kwargs)))
+        cm.train()
+        assert cm.training
+        a = main_output(cm(*case.args, **case.kwargs))
+        b = main_output(cm(*case.args, **case.kwargs))
+        assert not torch.equal(a, b), "dropout must be active in train mode"
+        targets = [n.target for n in cm.graph_module.graph.nodes]
+        assert torch.ops.qgraph.qaap.default in targets
+        cm.eval()
+        assert torch.equal(first, main_output(cm(*case.args, **case.kwargs)))
+    assert case.model.training is False, "compiling must not change the user's model mode"
