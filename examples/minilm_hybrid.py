@@ -64,7 +64,7 @@ def main() -> None:
         case.model, (batch["input_ids"],), {"attention_mask": batch["attention_mask"]}, policy="all"
     )
     compile_s = time.perf_counter() - start
-    console.print(str(cm.report))
+    print(cm.report)
     console.print(f"compiled in {compile_s:.2f} s")
 
     with torch.no_grad():
