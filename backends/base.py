@@ -1,8 +1,10 @@
 """The one protocol every quantum backend implements.
 
-A backend executes the two kernels for a batch of instances. Lowering binds each quantum op
-of a rewritten graph to a backend by name; the op implementations look the backend up in
-``qgraph.backends`` at run time, so graphs stay plain torch.fx with string attributes.
+A backend executes the two kernels for a batch of instances (every batch × head × query of
+one QAAP op call, every unique token of one QRCE op call) and, for QRCE, the gradient by a
+named method. Lowering binds each quantum op of a rewritten graph to a backend by its
+registry key (``qgraph.backends.register``); the op implementations look it up at run time,
+so graphs stay plain torch.fx with string attributes.
 """
 
 from __future__ import annotations
@@ -15,15 +17,42 @@ import torch
 if TYPE_CHECKING:
     from qgraph.kernels.qrce import QRCEStructure
 
+#: every gradient method qgraph knows, and the kernels each applies to
+GRADIENT_METHODS: dict[str, tuple[str, ...]] = {
+    "autograd": ("qaap", "qrce"),  # exact backends: differentiate the closed form / statevector
+    "parameter-shift": ("qrce",),  # exact for rotation gates: (f(θ+π/2) − f(θ−π/2)) / 2
+    "straight-through": ("qaap",),  # forward from samples, backward through the closed form
+    "spsa": ("qaap",),  # simultaneous-perturbation estimate from two extra sampled forwards
+}
+
 
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend can do; the compiler checks requests against it before running."""
 
     exact: bool  # results are exact expectation values / probabilities, not samples
-    differentiable: bool  # forward results carry autograd-compatible exact gradients
     max_qubits: int | None  # None: limited only by memory
-    gradient_methods: tuple[str, ...]
+    max_circuits_per_job: int | None  # None: no limit; otherwise calls are chunked
+    gradient_methods: tuple[str, ...]  # subset of GRADIENT_METHODS
+    needs_transpilation: bool  # runs gate-level circuits transpiled for a target
+
+    @property
+    def differentiable(self) -> bool:
+        """Whether plain autograd through the forward gives exact gradients."""
+        return "autograd" in self.gradient_methods
+
+
+@dataclass
+class ExecutionRecord:
+    """One job (or one batched evaluation) a backend ran."""
+
+    kernel: str  # "qaap", "qrce", "qrce-gradient", "qaap-spsa"
+    site: str
+    circuits: int  # circuit instances (parameter sets) in the job
+    shots: int  # total shots over all circuits (0 on exact backends)
+    wall_s: float  # wall time of the job as seen by the caller
+    queue_s: float | None = None  # time queued before running, where the provider says
+    bytes_received: int = 0  # size of the results that came back
 
 
 @dataclass
@@ -32,24 +61,30 @@ class KernelCounters:
 
     calls: int = 0
     instances: int = 0  # QAAP: batch × head × query rows; QRCE: unique tokens simulated
-    fallback_rows: int = 0
-    empty_rows: int = 0
+    fallback_rows: int = 0  # QAAP rows that fell back to uniform weights
+    empty_rows: int = 0  # QAAP rows with no unmasked key
 
 
 @dataclass
 class BackendStats:
-    """Counters per site label, for the report and for tests."""
+    """Counters per site label and a log of jobs, for the report, the scheduler and tests."""
 
     per_site: dict[str, KernelCounters] = field(default_factory=dict)
+    records: list[ExecutionRecord] = field(default_factory=list)
 
     def site(self, label: str) -> KernelCounters:
         """The counters of one site, created on first use."""
         return self.per_site.setdefault(label, KernelCounters())
 
+    @property
+    def jobs(self) -> int:
+        """Jobs run so far."""
+        return len(self.records)
+
 
 @runtime_checkable
 class Backend(Protocol):
-    """Runs QAAP and QRCE instances; see ``backends/exact.py`` for the reference one."""
+    """Runs QAAP and QRCE instances; ``backends/exact.py`` is the reference one."""
 
     name: str
     capabilities: Capabilities
@@ -66,7 +101,12 @@ class Backend(Protocol):
         dropout_p: float,
         site: str,
     ) -> torch.Tensor:
-        """QAAP pooling with SDPA's calling convention; returns (B, H, Sq, Dv)."""
+        """QAAP pooling with SDPA's calling convention; returns (B, H, Sq, Dv) in q's dtype.
+
+        All B × H × Sq instances of the call go out as one job (chunked to
+        ``max_circuits_per_job``); sampled backends post-select feature = 0 and fall back to
+        uniform weights over unmasked keys for rows with no success (counted).
+        """
         ...
 
     def qrce(
@@ -77,5 +117,22 @@ class Backend(Protocol):
         structure: QRCEStructure,
         site: str,
     ) -> torch.Tensor:
-        """QRCE read-out features (*token_ids.shape, 2q) for every token."""
+        """QRCE read-out features (*token_ids.shape, 2q), each unique token run once."""
+        ...
+
+    def qrce_gradient(
+        self,
+        grad_out: torch.Tensor,
+        token_ids: torch.Tensor,
+        angle_table: torch.Tensor,
+        weights: torch.Tensor,
+        structure: QRCEStructure,
+        method: str,
+        site: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Vector-Jacobian product of ``qrce`` by ``method``: (grad of table, grad of weights).
+
+        ``grad_out`` has the shape of the features. For "parameter-shift", all shifted
+        circuits of the call go out in one job.
+        """
         ...

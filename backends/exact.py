@@ -6,6 +6,8 @@ differentiable, so the compiled model trains with ordinary autograd.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from qgraph.backends.base import BackendStats, Capabilities
@@ -18,7 +20,11 @@ class ExactBackend:
 
     name = "exact"
     capabilities = Capabilities(
-        exact=True, differentiable=True, max_qubits=None, gradient_methods=("autograd",)
+        exact=True,
+        max_qubits=None,
+        max_circuits_per_job=None,
+        gradient_methods=("autograd", "parameter-shift"),
+        needs_transpilation=False,
     )
 
     def __init__(self) -> None:
@@ -57,6 +63,37 @@ class ExactBackend:
         counters.calls += 1
         counters.instances += int(torch.unique(token_ids).numel())
         return qrce_token_features(token_ids, angle_table, weights, structure)
+
+    def qrce_gradient(
+        self,
+        grad_out: torch.Tensor,
+        token_ids: torch.Tensor,
+        angle_table: torch.Tensor,
+        weights: torch.Tensor,
+        structure: QRCEStructure,
+        method: str,
+        site: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact VJP of the QRCE features: autograd, or parameter shift on exact values."""
+        if method == "autograd":
+
+            def features(table: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+                return qrce_token_features(token_ids, table, rotations, structure)
+
+            vjp: Any = torch.func.vjp(features, angle_table, weights)[1]
+            grad_table, grad_weights = vjp(grad_out)
+            return grad_table, grad_weights
+        if method == "parameter-shift":
+            from qgraph.kernels.parameter_shift import token_parameter_shift
+            from qgraph.kernels.qrce import qrce_features_per_layer
+
+            return token_parameter_shift(
+                grad_out, token_ids, angle_table, weights, structure, qrce_features_per_layer
+            )
+        raise ValueError(
+            f"the exact backend computes QRCE gradients by {self.capabilities.gradient_methods}"
+            f"; got {method!r}."
+        )
 
     def __repr__(self) -> str:
         return "ExactBackend()"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +11,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from qgraph.backends import get_backend
+from qgraph.backends import Backend, get_backend, resolve
 from qgraph.capture import (
     Captured,
     Frontend,
@@ -21,6 +21,7 @@ from qgraph.capture import (
     with_cache_disabled,
 )
 from qgraph.errors import InputError
+from qgraph.gradients import resolve_gradients
 from qgraph.layers import QRCEEmbedding
 from qgraph.passes.analysis.build_sites import BuildSites
 from qgraph.passes.analysis.find_sites import FindCandidates
@@ -115,6 +116,7 @@ class CompiledModule(nn.Module):
         example_kwargs: dict[str, Any],
         *,
         backend: str,
+        gradients: dict[str, str],
         policy: PolicyLike,
         embedding_tables: Sequence[str],
         qrce_qubits: int,
@@ -128,6 +130,7 @@ class CompiledModule(nn.Module):
         object.__setattr__(self, "_model", model)
         self._id = next(_compile_ids)
         self._backend = backend
+        self._gradients = gradients
         self._policy = policy
         self._embedding_tables = tuple(embedding_tables)
         self._qrce = QRCEOptions(qrce_qubits, qrce_layers, qrce_init)
@@ -137,6 +140,9 @@ class CompiledModule(nn.Module):
         self.quantum_layers: dict[str, QRCEEmbedding] = {}
         self.training = model.training
         self.report: Report = Report(type(model).__name__, "", backend, _policy_name(policy))
+        self.report.notes.append(
+            "gradients: " + ", ".join(f"{k} by {m}" for k, m in gradients.items()) + "."
+        )
         gm = self._build(example_args, example_kwargs, shape_key=None, first=True)
         self.graph_module = gm
 
@@ -171,6 +177,7 @@ class CompiledModule(nn.Module):
         props["site_labels"] = {s.index: f"{self._id}:{s.path}" for s in sites}
         props["quantum_layers"] = self.quantum_layers
         props["backend"] = self._backend
+        props["gradients"] = self._gradients
         rewrite_pipeline().run(gm, props)
         if first:
             self.report.frontend = captured.frontend
@@ -287,7 +294,8 @@ def compile(
     example_inputs: tuple[Any, ...] = (),
     example_kwargs: dict[str, Any] | None = None,
     *,
-    backend: str = "exact",
+    backend: str | Backend = "exact",
+    gradient: str | Mapping[str, str] = "auto",
     policy: PolicyLike = "all",
     embedding_tables: Sequence[str] = ("word",),
     qrce_qubits: int = 8,
@@ -302,7 +310,11 @@ def compile(
         model: the PyTorch module (a Hugging Face model, nn.TransformerEncoder, your own).
         example_inputs: positional example arguments, e.g. ``(input_ids,)``.
         example_kwargs: keyword example arguments, e.g. ``{"attention_mask": mask}``.
-        backend: where quantum ops run; ``qgraph.backends.available()`` lists them.
+        backend: where quantum ops run: a name (``qgraph.backends.available()`` lists them)
+            or a configured instance, e.g. ``ShotsBackend(shots=4096, seed=1)``.
+        gradient: ``"auto"`` (autograd on exact backends; straight-through for QAAP and
+            parameter shift for QRCE on sampled ones), a method name, or a dict per kernel
+            (``{"qaap": "spsa"}``); checked against what the backend supports.
         policy: ``"all"`` (every supported site), ``"none"`` (no rewrite) or a callable
             ``Site -> bool``.
         embedding_tables: which embedding tables are candidates (word, position, token_type).
@@ -316,7 +328,8 @@ def compile(
     """
     example_kwargs = {} if example_kwargs is None else example_kwargs
     check_example_inputs(model, example_inputs, example_kwargs)
-    get_backend(backend)
+    backend_key = resolve(backend)
+    gradients = resolve_gradients(gradient, backend_key, get_backend(backend_key).capabilities)
     validate_policy(policy, embedding_tables)
     if not isinstance(qrce_qubits, int) or qrce_qubits < 2:
         raise InputError(f"qrce_qubits must be an integer ≥ 2; got {qrce_qubits!r}.")
@@ -328,7 +341,8 @@ def compile(
         model,
         tuple(example_inputs),
         dict(example_kwargs),
-        backend=backend,
+        backend=backend_key,
+        gradients=gradients,
         policy=policy,
         embedding_tables=embedding_tables,
         qrce_qubits=qrce_qubits,

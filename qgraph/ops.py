@@ -16,7 +16,8 @@ from torch import Tensor
 
 from qgraph.backends import get_backend
 from qgraph.kernels.qaap import qaap_attention
-from qgraph.kernels.qrce import QRCEStructure, qrce_token_features
+from qgraph.kernels.qrce import QRCEStructure
+from qgraph.kernels.spsa import spsa_vjp
 
 __all__ = ["qaap", "qaap_backward", "qrce", "qrce_backward"]
 
@@ -31,19 +32,21 @@ def qaap(
     is_causal: bool,
     dropout_p: float,
     backend: str,
+    gradient: str,
     site: str,
 ) -> Tensor:
     """Quantum Amplitude Attention Pooling with SDPA's q/k/v/mask convention.
 
     q (B, H, Sq, D); k, v (B, Hkv, Sk, ·) with H a multiple of Hkv (grouped-query);
     ``dropout_keep`` is the Bernoulli keep mask on the weights, drawn by the graph in
-    training mode (None otherwise). Returns (B, H, Sq, Dv) in q's dtype.
+    training mode (None otherwise). ``backend`` is a registry key, ``gradient`` the method
+    of the backward ("autograd", "straight-through" or "spsa"). Returns (B, H, Sq, Dv).
     """
     return get_backend(backend).qaap(q, k, v, attn_mask, is_causal, dropout_keep, dropout_p, site)
 
 
 @qaap.register_fake
-def _qaap_fake(q, k, v, attn_mask, dropout_keep, is_causal, dropout_p, backend, site):
+def _qaap_fake(q, k, v, attn_mask, dropout_keep, is_causal, dropout_p, backend, gradient, site):
     return q.new_empty((*q.shape[:-1], v.shape[-1]))
 
 
@@ -57,8 +60,27 @@ def qaap_backward(
     dropout_keep: Tensor | None,
     is_causal: bool,
     dropout_p: float,
+    backend: str,
+    gradient: str,
+    site: str,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of the closed-form QAAP output with respect to q, k and v."""
+    """Gradients of QAAP w.r.t. q, k, v: the closed form's VJP, or SPSA on the backend."""
+    if gradient == "spsa":
+        runner = get_backend(backend)
+
+        def evaluate_pair(
+            plus: tuple[Tensor, ...], minus: tuple[Tensor, ...]
+        ) -> tuple[Tensor, Tensor]:
+            # Both perturbed forwards as one batch: one job on the backend.
+            batch = q.shape[0]
+            stacked = [torch.cat([a, b]) for a, b in zip(plus, minus, strict=True)]
+            mask = _repeat_batch(attn_mask, batch)
+            keep = _repeat_batch(dropout_keep, batch)
+            out = runner.qaap(*stacked, mask, is_causal, keep, dropout_p, site)
+            return out[:batch], out[batch:]
+
+        grad_q, grad_k, grad_v = spsa_vjp(evaluate_pair, (q, k, v), grad_out)
+        return grad_q, grad_k, grad_v
 
     # torch.func.vjp, not torch.autograd: an op's implementation runs below the autograd
     # dispatch key, where only functorch transforms record a graph.
@@ -70,24 +92,33 @@ def qaap_backward(
     return grad_q, grad_k, grad_v
 
 
+def _repeat_batch(mask: Tensor | None, batch: int) -> Tensor | None:
+    """A mask broadcast over 2·batch rows (the plus and minus halves of an SPSA pair)."""
+    if mask is None or mask.dim() < 4 or mask.shape[0] == 1:
+        return mask
+    expanded = mask.expand(batch, *mask.shape[1:])
+    return torch.cat([expanded, expanded])
+
+
 @qaap_backward.register_fake
-def _qaap_backward_fake(grad_out, q, k, v, attn_mask, dropout_keep, is_causal, dropout_p):
+def _qaap_backward_fake(
+    grad_out, q, k, v, attn_mask, dropout_keep, is_causal, dropout_p, backend, gradient, site
+):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 def _qaap_setup_context(ctx, inputs, output):
-    q, k, v, attn_mask, dropout_keep, is_causal, dropout_p, _backend, _site = inputs
+    q, k, v, attn_mask, dropout_keep, is_causal, dropout_p, backend, gradient, site = inputs
     ctx.save_for_backward(q, k, v, attn_mask, dropout_keep)
-    ctx.is_causal = is_causal
-    ctx.dropout_p = dropout_p
+    ctx.options = (is_causal, dropout_p, backend, gradient, site)
 
 
 def _qaap_grad(ctx, grad_out):
     q, k, v, attn_mask, dropout_keep = ctx.saved_tensors
     grad_q, grad_k, grad_v = torch.ops.qgraph.qaap_backward(
-        grad_out, q, k, v, attn_mask, dropout_keep, ctx.is_causal, ctx.dropout_p
+        grad_out, q, k, v, attn_mask, dropout_keep, *ctx.options
     )
-    return grad_q, grad_k, grad_v, None, None, None, None, None, None
+    return grad_q, grad_k, grad_v, None, None, None, None, None, None, None
 
 
 qaap.register_autograd(_qaap_grad, setup_context=_qaap_setup_context)
@@ -95,54 +126,64 @@ qaap.register_autograd(_qaap_grad, setup_context=_qaap_setup_context)
 
 @torch.library.custom_op("qgraph::qrce", mutates_args=())
 def qrce(
-    token_ids: Tensor, angle_table: Tensor, weights: Tensor, seed: int, backend: str, site: str
+    token_ids: Tensor,
+    angle_table: Tensor,
+    weights: Tensor,
+    seed: int,
+    backend: str,
+    gradient: str,
+    site: str,
 ) -> Tensor:
     """Quantum Random Circuit Embedding read-out: (*token_ids.shape, 2q) features.
 
     ``angle_table`` (V, q) holds each token's re-uploaded angles, ``weights`` (L, q) the
-    trainable rotations; ``seed`` fixes the random circuit structure.
+    trainable rotations; ``seed`` fixes the random circuit structure; ``gradient`` is the
+    backward's method ("autograd" or "parameter-shift").
     """
     structure = QRCEStructure.from_seed(angle_table.shape[-1], weights.shape[0], seed)
     return get_backend(backend).qrce(token_ids, angle_table, weights, structure, site)
 
 
 @qrce.register_fake
-def _qrce_fake(token_ids, angle_table, weights, seed, backend, site):
+def _qrce_fake(token_ids, angle_table, weights, seed, backend, gradient, site):
     return angle_table.new_empty((*token_ids.shape, 2 * angle_table.shape[-1]))
 
 
 @torch.library.custom_op("qgraph::qrce_backward", mutates_args=())
 def qrce_backward(
-    grad_out: Tensor, token_ids: Tensor, angle_table: Tensor, weights: Tensor, seed: int
+    grad_out: Tensor,
+    token_ids: Tensor,
+    angle_table: Tensor,
+    weights: Tensor,
+    seed: int,
+    backend: str,
+    gradient: str,
+    site: str,
 ) -> tuple[Tensor, Tensor]:
-    """Exact gradients of the QRCE features with respect to the angle table and weights."""
+    """Gradients of the QRCE features w.r.t. the angle table and weights, on the backend."""
     structure = QRCEStructure.from_seed(angle_table.shape[-1], weights.shape[0], seed)
-
-    def features(table: Tensor, rotations: Tensor) -> Tensor:
-        return qrce_token_features(token_ids, table, rotations, structure)
-
-    vjp: Any = torch.func.vjp(features, angle_table, weights)[1]
-    grad_table, grad_weights = vjp(grad_out)
-    return grad_table, grad_weights
+    return get_backend(backend).qrce_gradient(
+        grad_out, token_ids, angle_table, weights, structure, gradient, site
+    )
 
 
 @qrce_backward.register_fake
-def _qrce_backward_fake(grad_out, token_ids, angle_table, weights, seed):
+def _qrce_backward_fake(grad_out, token_ids, angle_table, weights, seed, backend, gradient, site):
     return torch.empty_like(angle_table), torch.empty_like(weights)
 
 
 def _qrce_setup_context(ctx, inputs, output):
-    token_ids, angle_table, weights, seed, _backend, _site = inputs
+    token_ids, angle_table, weights, seed, backend, gradient, site = inputs
     ctx.save_for_backward(token_ids, angle_table, weights)
-    ctx.seed = seed
+    ctx.options = (seed, backend, gradient, site)
 
 
 def _qrce_grad(ctx, grad_out):
     token_ids, angle_table, weights = ctx.saved_tensors
     grad_table, grad_weights = torch.ops.qgraph.qrce_backward(
-        grad_out, token_ids, angle_table, weights, ctx.seed
+        grad_out, token_ids, angle_table, weights, *ctx.options
     )
-    return None, grad_table, grad_weights, None, None, None
+    return None, grad_table, grad_weights, None, None, None, None
 
 
 qrce.register_autograd(_qrce_grad, setup_context=_qrce_setup_context)

@@ -85,7 +85,7 @@ def test_sdpa_rewrite_golden_graph() -> None:
         n for n in cm.graph_module.graph.nodes if n.target is torch.ops.qgraph.qaap.default
     )
     assert qaap_node.args[5] is True  # is_causal passed through
-    assert qaap_node.args[7] == "exact"  # bound by lowering
+    assert qaap_node.args[7:9] == ("exact", "autograd")  # bound by lowering
     assert "embed.weight" not in dict(cm.named_parameters())
 
 

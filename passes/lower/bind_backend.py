@@ -1,4 +1,4 @@
-"""BindBackend: point every quantum op of the graph at the chosen backend."""
+"""BindBackend: point every quantum op of the graph at its backend and gradient method."""
 
 from __future__ import annotations
 
@@ -9,25 +9,30 @@ import qgraph.ops  # noqa: F401  (registers torch.ops.qgraph.*)
 from qgraph.backends import get_backend
 from qgraph.passes.base import PropertySet, RewritePass
 
-#: the quantum ops and the position of their ``backend`` argument
+#: quantum op -> (kernel name, position of its ``backend`` argument; ``gradient`` follows)
 BACKEND_ARGUMENT = {
-    torch.ops.qgraph.qaap.default: 7,  # qaap(q, k, v, mask, keep, is_causal, p, backend, site)
-    torch.ops.qgraph.qrce.default: 4,  # qrce(ids, angles, weights, seed, backend, site)
+    # qaap(q, k, v, mask, keep, is_causal, p, backend, gradient, site)
+    torch.ops.qgraph.qaap.default: ("qaap", 7),
+    # qrce(ids, angles, weights, seed, backend, gradient, site)
+    torch.ops.qgraph.qrce.default: ("qrce", 4),
 }
 
 
 class BindBackend(RewritePass):
-    """Writes ``props["backend"]`` (a registered backend name) into each quantum op node."""
+    """Writes ``props["backend"]`` (a registry key) and ``props["gradients"][kernel]`` into
+    each quantum op node."""
 
-    requires = ("backend",)
+    requires = ("backend", "gradients")
 
     def run(self, gm: fx.GraphModule, props: PropertySet) -> None:
-        name = props["backend"]
-        get_backend(name)  # fails early, listing the known backends
+        key = props["backend"]
+        get_backend(key)  # fails early, listing the known backends
         for node in gm.graph.nodes:
-            position = BACKEND_ARGUMENT.get(node.target)
-            if position is not None:
+            binding = BACKEND_ARGUMENT.get(node.target)
+            if binding is not None:
+                kernel, position = binding
                 args = list(node.args)
-                args[position] = name
+                args[position] = key
+                args[position + 1] = props["gradients"][kernel]
                 node.args = tuple(args)
         gm.recompile()

@@ -14,8 +14,9 @@ from qgraph.passes.analysis.patterns import TRANSPOSE_TARGETS
 from qgraph.passes.base import PropertySet, RewritePass
 from qgraph.passes.rewrite.graph_edit import erase_dead
 
-#: the backend name written by rewriting; BindBackend replaces it
+#: the backend and gradient written by rewriting; BindBackend replaces them
 UNBOUND_BACKEND = "unbound"
+UNBOUND_GRADIENT = "unbound"
 
 
 def attention_dropout_keep(q: torch.Tensor, k: torch.Tensor, p: float) -> torch.Tensor:
@@ -66,6 +67,7 @@ class ReplaceAttention(RewritePass):
                         bool(roles.get("is_causal")),
                         dropout_p,
                         UNBOUND_BACKEND,
+                        UNBOUND_GRADIENT,
                         props["site_labels"][site.index],
                     ),
                 )

@@ -15,7 +15,7 @@ import torch.fx as fx
 import qgraph.ops  # noqa: F401  (registers torch.ops.qgraph.*)
 from qgraph.passes.base import PropertySet, RewritePass
 from qgraph.passes.rewrite.graph_edit import drop_unused_attributes, erase_dead
-from qgraph.passes.rewrite.replace_attention import UNBOUND_BACKEND
+from qgraph.passes.rewrite.replace_attention import UNBOUND_BACKEND, UNBOUND_GRADIENT
 
 
 def layer_attribute(path: str) -> str:
@@ -50,6 +50,7 @@ class ReplaceEmbedding(RewritePass):
                         weights,
                         layer.seed,
                         UNBOUND_BACKEND,
+                        UNBOUND_GRADIENT,
                         props["site_labels"][site.index],
                     ),
                 )
