@@ -28,6 +28,20 @@ How the simulator is batched (U tokens at once, no per-token Python loop):
 Everything is ordinary (complex) autograd, so gradients w.r.t. the angles and the weights
 come for free. float64 inputs compute in float64/complex128, everything else in
 float32/complex64 (fp16/bf16 results are cast back to the input dtype).
+
+Entry points:
+
+* ``qrce_features(angles (U, q), weights (L, q))``: the embedding read-out, one circuit per
+  token, the same θ for every token; ``qrce_probabilities`` gives the basis-state
+  probabilities of the same circuits (what a sampler draws from);
+* ``qrce_features_per_layer(layer_angles (N, L, q), layer_weights (N, L, q))`` and
+  ``qrce_probabilities_per_layer``: the same circuit, but every row has its own re-upload
+  angle and its own trainable angle in every (layer, qubit) slot. Parameter-shift
+  gradients need this: a shifted circuit moves *one* occurrence of a re-uploaded angle, so
+  the angle is no longer the same in every layer (``qgraph.kernels.parameter_shift``);
+* ``qrce_token_features(token_ids, angle_table, weights)``: ids of any shape, each distinct
+  token simulated once (``unique_tokens`` does the validation and dedup);
+* ``readout_signs(q)``: the (2^q, 2q) ±1 eigenvalue matrix, features = probabilities @ signs.
 """
 
 from __future__ import annotations
@@ -38,7 +52,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["AXIS_NAMES", "QRCEStructure", "qrce_features", "qrce_token_features"]
+__all__ = [
+    "AXIS_NAMES",
+    "QRCEStructure",
+    "qrce_features",
+    "qrce_features_per_layer",
+    "qrce_probabilities",
+    "qrce_probabilities_per_layer",
+    "qrce_token_features",
+    "readout_signs",
+    "unique_tokens",
+]
 
 #: rng draw → rotation axis of the trainable layer.
 AXIS_NAMES: tuple[str, str, str] = ("x", "y", "z")
@@ -147,6 +171,24 @@ def _readout_signs(n_qubits: int, device: torch.device, dtype: torch.dtype) -> t
     return torch.as_tensor(np.concatenate([z, zz], axis=1), dtype=dtype, device=device)
 
 
+def readout_signs(
+    n_qubits: int,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The (2^q, 2q) ±1 matrix of the read-out observables' eigenvalues on basis states.
+
+    Row b is basis state b (qubit 0 the least-significant bit, as in qiskit); column i is the
+    eigenvalue of Z_i (+1 if bit i of b is 0, −1 if it is 1) and column q + i that of
+    Z_i Z_{(i+1) mod q}. All 2q observables are diagonal in the Z basis, so for any
+    probability (or count) vector p over basis states, ``p @ readout_signs(q)`` is the 2q
+    features (or their un-normalised sums). Cached per (q, device, dtype): do not modify the
+    returned tensor in place.
+    """
+    _check_size(n_qubits, 1)
+    return _readout_signs(int(n_qubits), torch.device(device or "cpu"), dtype)
+
+
 @functools.lru_cache(maxsize=32)
 def _axis_paulis(
     structure: QRCEStructure, device: torch.device, dtype: torch.dtype
@@ -216,6 +258,24 @@ def _fused_gates(
     return torch.matmul(trainable[:, None], re_upload[None])
 
 
+def _fused_gates_per_layer(
+    layer_angles: torch.Tensor,
+    layer_weights: torch.Tensor,
+    structure: QRCEStructure,
+    cdtype: torch.dtype,
+) -> torch.Tensor:
+    """(L, N, q, 2, 2): R_axis(θ[n, l, i]) · RY(α[n, l, i]), every slot its own angles."""
+    device = layer_angles.device
+    # layer-major from the start, so the gates come out contiguous in (L, N, q) order
+    alpha = layer_angles.transpose(0, 1)
+    theta = layer_weights.transpose(0, 1)
+    pauli_y = torch.tensor(_PAULI["y"], dtype=cdtype, device=device)
+    re_upload = _rotation(torch.cos(alpha / 2), torch.sin(alpha / 2), pauli_y)  # (L, N, q, 2, 2)
+    paulis = _axis_paulis(structure, device, cdtype)[:, None]  # (L, 1, q, 2, 2)
+    trainable = _rotation(torch.cos(theta / 2), torch.sin(theta / 2), paulis)
+    return torch.matmul(trainable, re_upload)
+
+
 def _kron_columns(columns: torch.Tensor) -> torch.Tensor:
     """(U, q, 2) single-qubit states → (U, 2^q) product state (qubit 0 least significant)."""
     n_tokens, n_qubits, _ = columns.shape
@@ -254,6 +314,46 @@ def _apply_layer_rotations(state: torch.Tensor, gates: torch.Tensor) -> torch.Te
     return state
 
 
+def _simulate_probabilities(gates: torch.Tensor, structure: QRCEStructure) -> torch.Tensor:
+    """Run the circuit for fused gates (L, N, q, 2, 2); returns (N, 2^q) probabilities."""
+    ring = _ring_permutation(structure.n_qubits, gates.device)
+    state = _kron_columns(gates[0, :, :, :, 0])  # layer 0 rotations act on |0…0⟩
+    state = state[:, ring]
+    for layer in range(1, structure.n_layers):
+        state = _apply_layer_rotations(state, gates[layer])
+        state = state[:, ring]
+    return state.real.square() + state.imag.square()
+
+
+def _work_dtypes(*inputs: torch.Tensor) -> tuple[torch.dtype, torch.dtype, torch.dtype]:
+    """(output, real compute, complex compute) dtypes for the given real inputs."""
+    out_dtype = functools.reduce(torch.promote_types, [x.dtype for x in inputs])
+    rdtype = torch.float64 if out_dtype == torch.float64 else torch.float32
+    cdtype = torch.complex128 if rdtype == torch.float64 else torch.complex64
+    return out_dtype, rdtype, cdtype
+
+
+def qrce_probabilities(
+    angles: torch.Tensor, weights: torch.Tensor, structure: QRCEStructure
+) -> torch.Tensor:
+    """Basis-state probabilities of the QRCE circuits of a batch of tokens.
+
+    Args:
+        angles: (U, q) re-upload angles, one row per token.
+        weights: (L, q) trainable rotation angles, shared by all tokens.
+        structure: the circuit's size and rotation axes.
+
+    Returns:
+        (U, 2^q) probabilities, basis index b = Σ_i bit_i·2^i (qubit 0 least significant,
+        qiskit's order), in the promoted dtype of the inputs; ``qrce_features`` is this
+        times ``readout_signs``. Differentiable.
+    """
+    _check_inputs(angles, weights, structure)
+    out_dtype, rdtype, cdtype = _work_dtypes(angles, weights)
+    gates = _fused_gates(angles.to(rdtype), weights.to(rdtype), structure, cdtype)
+    return _simulate_probabilities(gates, structure).to(out_dtype)
+
+
 def qrce_features(
     angles: torch.Tensor, weights: torch.Tensor, structure: QRCEStructure
 ) -> torch.Tensor:
@@ -269,40 +369,103 @@ def qrce_features(
         ``angles`` and ``weights``. Differentiable by autograd w.r.t. both inputs.
     """
     _check_inputs(angles, weights, structure)
-    out_dtype = torch.promote_types(angles.dtype, weights.dtype)
-    rdtype = torch.float64 if out_dtype == torch.float64 else torch.float32
-    cdtype = torch.complex128 if rdtype == torch.float64 else torch.complex64
-    device = angles.device
-    q = structure.n_qubits
-
+    out_dtype, rdtype, cdtype = _work_dtypes(angles, weights)
     gates = _fused_gates(angles.to(rdtype), weights.to(rdtype), structure, cdtype)
-    ring = _ring_permutation(q, device)
-    state = _kron_columns(gates[0, :, :, :, 0])  # layer 0 rotations act on |0…0⟩
-    state = state[:, ring]
-    for layer in range(1, structure.n_layers):
-        state = _apply_layer_rotations(state, gates[layer])
-        state = state[:, ring]
-    probs = state.real.square() + state.imag.square()
-    features = probs @ _readout_signs(q, device, rdtype)
+    probs = _simulate_probabilities(gates, structure)
+    features = probs @ _readout_signs(structure.n_qubits, angles.device, rdtype)
     return features.to(out_dtype)
 
 
-def qrce_token_features(
-    token_ids: torch.Tensor,
-    angle_table: torch.Tensor,
-    weights: torch.Tensor,
-    structure: QRCEStructure,
+def _check_layer_inputs(
+    layer_angles: torch.Tensor, layer_weights: torch.Tensor, structure: QRCEStructure
+) -> None:
+    if not isinstance(structure, QRCEStructure):
+        raise TypeError(
+            f"QRCE: structure must be a QRCEStructure; got {type(structure).__name__}. "
+            "Build one with QRCEStructure.from_seed(n_qubits, n_layers, seed)."
+        )
+    _check_float_tensor("layer_angles", layer_angles)
+    _check_float_tensor("layer_weights", layer_weights)
+    q, n_layers = structure.n_qubits, structure.n_layers
+    for name, value in (("layer_angles", layer_angles), ("layer_weights", layer_weights)):
+        if value.dim() != 3 or tuple(value.shape[1:]) != (n_layers, q):
+            raise ValueError(
+                f"QRCE: {name} must have shape (N, L={n_layers}, q={q}), one angle per row, "
+                f"layer and qubit; got {tuple(value.shape)}. For shared weights use "
+                "weights[None].expand(N, L, q); for re-uploaded angles "
+                "angles[:, None, :].expand(N, L, q)."
+            )
+    if layer_angles.shape[0] != layer_weights.shape[0]:
+        raise ValueError(
+            f"QRCE: layer_angles has {layer_angles.shape[0]} rows but layer_weights "
+            f"{layer_weights.shape[0]}; both need one row per circuit."
+        )
+    if layer_angles.device != layer_weights.device:
+        raise ValueError(
+            f"QRCE: layer_angles are on {layer_angles.device} but layer_weights on "
+            f"{layer_weights.device}; move both to the same device."
+        )
+
+
+def qrce_probabilities_per_layer(
+    layer_angles: torch.Tensor, layer_weights: torch.Tensor, structure: QRCEStructure
 ) -> torch.Tensor:
-    """QRCE features for token ids of any shape, simulating each distinct token once.
+    """Basis-state probabilities of N QRCE circuits whose every rotation has its own angle.
 
     Args:
-        token_ids: integer tensor of any shape, each id in [0, V).
-        angle_table: (V, q) re-upload angles, one row per vocabulary entry.
-        weights: (L, q) trainable rotation angles.
+        layer_angles: (N, L, q); ``layer_angles[n, l, i]`` is the re-upload RY angle of qubit
+            i in layer l of circuit n.
+        layer_weights: (N, L, q); ``layer_weights[n, l, i]`` is the trainable R_axis angle of
+            qubit i in layer l of circuit n (axes from ``structure``).
         structure: the circuit's size and rotation axes.
 
     Returns:
-        (*token_ids.shape, 2q) features; gradients flow to ``angle_table`` and ``weights``.
+        (N, 2^q) probabilities in qiskit's basis order, in the promoted input dtype.
+        Differentiable.
+    """
+    _check_layer_inputs(layer_angles, layer_weights, structure)
+    out_dtype, rdtype, cdtype = _work_dtypes(layer_angles, layer_weights)
+    gates = _fused_gates_per_layer(
+        layer_angles.to(rdtype), layer_weights.to(rdtype), structure, cdtype
+    )
+    return _simulate_probabilities(gates, structure).to(out_dtype)
+
+
+def qrce_features_per_layer(
+    layer_angles: torch.Tensor, layer_weights: torch.Tensor, structure: QRCEStructure
+) -> torch.Tensor:
+    """QRCE read-out of N circuits whose every rotation has its own angle.
+
+    ``qrce_features(angles, weights)`` equals
+    ``qrce_features_per_layer(angles[:, None, :].expand(U, L, q), weights[None].expand(U, L, q))``.
+
+    Args:
+        layer_angles: (N, L, q) re-upload angles per circuit, layer and qubit.
+        layer_weights: (N, L, q) trainable angles per circuit, layer and qubit.
+        structure: the circuit's size and rotation axes.
+
+    Returns:
+        (N, 2q) features (same order as ``qrce_features``), promoted input dtype.
+        Differentiable.
+    """
+    _check_layer_inputs(layer_angles, layer_weights, structure)
+    out_dtype, rdtype, cdtype = _work_dtypes(layer_angles, layer_weights)
+    gates = _fused_gates_per_layer(
+        layer_angles.to(rdtype), layer_weights.to(rdtype), structure, cdtype
+    )
+    probs = _simulate_probabilities(gates, structure)
+    features = probs @ _readout_signs(structure.n_qubits, layer_angles.device, rdtype)
+    return features.to(out_dtype)
+
+
+def unique_tokens(
+    token_ids: torch.Tensor, angle_table: torch.Tensor, structure: QRCEStructure
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate token ids against the angle table and deduplicate them.
+
+    Returns ``(unique_ids, inverse)``: the sorted distinct ids (on the table's device) and,
+    for every entry of ``token_ids.reshape(-1)``, its position in ``unique_ids``. Raises
+    TypeError/ValueError with the messages ``qrce_token_features`` documents.
     """
     if not isinstance(token_ids, torch.Tensor):
         raise TypeError(f"QRCE: token_ids must be a torch.Tensor; got {type(token_ids).__name__}.")
@@ -328,5 +491,26 @@ def qrce_token_features(
                 "size or enlarge the table."
             )
     unique_ids, inverse = torch.unique(token_ids.reshape(-1), return_inverse=True)
+    return unique_ids, inverse
+
+
+def qrce_token_features(
+    token_ids: torch.Tensor,
+    angle_table: torch.Tensor,
+    weights: torch.Tensor,
+    structure: QRCEStructure,
+) -> torch.Tensor:
+    """QRCE features for token ids of any shape, simulating each distinct token once.
+
+    Args:
+        token_ids: integer tensor of any shape, each id in [0, V).
+        angle_table: (V, q) re-upload angles, one row per vocabulary entry.
+        weights: (L, q) trainable rotation angles.
+        structure: the circuit's size and rotation axes.
+
+    Returns:
+        (*token_ids.shape, 2q) features; gradients flow to ``angle_table`` and ``weights``.
+    """
+    unique_ids, inverse = unique_tokens(token_ids, angle_table, structure)
     features = qrce_features(angle_table[unique_ids], weights, structure)
     return features[inverse].reshape(*token_ids.shape, structure.n_features)
