@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
-EXTRAS  ?= dev,aer
+EXTRAS  ?= dev,aer,ibm
 PYTEST_FLAGS ?= -n 2
 
 .PHONY: setup demo test test-all lint bench clean

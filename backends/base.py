@@ -28,7 +28,8 @@ GRADIENT_METHODS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend can do; the compiler checks requests against it before running."""
+    """What a backend can do. ``compile`` checks gradient requests against
+    ``gradient_methods``; backends enforce their own qubit and job-size limits when they run."""
 
     exact: bool  # results are exact expectation values / probabilities, not samples
     max_qubits: int | None  # None: limited only by memory

@@ -50,5 +50,18 @@ class PassManager:
                     f"pass {p.name} requires {missing}, which no earlier pass provided; "
                     "put the analysis that provides them before it."
                 )
+            before = _fingerprint(gm) if isinstance(p, AnalysisPass) else None
             p.run(gm, props)
+            unwritten = [key for key in p.provides if key not in props]
+            if unwritten:
+                raise RuntimeError(f"pass {p.name} did not write {unwritten}, which it provides.")
+            if before is not None and _fingerprint(gm) != before:
+                raise RuntimeError(
+                    f"analysis pass {p.name} changed the graph; only rewrite passes may."
+                )
         return props
+
+
+def _fingerprint(gm: fx.GraphModule) -> list[tuple[str, str, str]]:
+    """What an analysis pass must not change: every node's name, opcode and target."""
+    return [(n.name, n.op, str(n.target)) for n in gm.graph.nodes]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,7 +175,7 @@ class CompiledModule(nn.Module):
         for site in sites:
             decide(site, self._policy, self._embedding_tables)
         self._make_layers(gm, sites, props)
-        props["site_labels"] = {s.index: f"{self._id}:{s.path}" for s in sites}
+        props["site_labels"] = {s.index: f"{self._id}:{s.key}" for s in sites}
         props["quantum_layers"] = self.quantum_layers
         props["backend"] = self._backend
         props["gradients"] = self._gradients
@@ -191,6 +192,8 @@ class CompiledModule(nn.Module):
                         f"{layer.fit_r2:.3f} (a rank-{2 * layer.structure.n_qubits} linear map "
                         f"reaches at most {layer.best_rank_r2:.3f})."
                     )
+        else:
+            self._note_different_decisions(sites)
         self._graphs[(self.training, shape_key)] = (
             gm,
             captured,
@@ -200,7 +203,7 @@ class CompiledModule(nn.Module):
 
     def _make_layers(self, gm: fx.GraphModule, sites: list[Site], props: PropertySet) -> None:
         for site in sites:
-            if site.op != "qrce" or site.path in self.quantum_layers:
+            if site.op != "qrce" or site.key in self.quantum_layers:
                 continue
             table_ref = props["site_matches"][site.index].roles["table"]
             target = table_ref if isinstance(table_ref, str) else str(table_ref.target)
@@ -217,7 +220,7 @@ class CompiledModule(nn.Module):
             )
             if self._qrce.init == "distill":
                 layer.distill_from(table)
-            self.quantum_layers[site.path] = layer
+            self.quantum_layers[site.key] = layer
 
     # -- running --------------------------------------------------------------------------
     def _graph_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> fx.GraphModule:
@@ -242,15 +245,37 @@ class CompiledModule(nn.Module):
         gm = self._graph_for(args, kwargs)
         if gm is not self.graph_module:
             self._modules["graph_module"] = gm
+        if self.report.frontend == "symbolic_trace":
+            # fx graphs call the user's own submodules (dropout, batch norm), which follow
+            # the user's model's mode, not this module's.
+            with self._model_in_mode():
+                return gm(*args, **kwargs)
         return gm(*args, **kwargs)
 
-    def _run_original(self, *args: Any, **kwargs: Any) -> Any:
+    @contextlib.contextmanager
+    def _model_in_mode(self) -> Iterator[None]:
+        """The user's model in this module's train/eval mode, restored afterwards."""
         was_training = self._model.training
         self._model.train(self.training)
         try:
-            return self._model(*args, **kwargs)
+            yield
         finally:
             self._model.train(was_training)
+
+    def _run_original(self, *args: Any, **kwargs: Any) -> Any:
+        with self._model_in_mode():
+            return self._model(*args, **kwargs)
+
+    def _note_different_decisions(self, sites: list[Site]) -> None:
+        """Say so in the report when a later capture (mode, shape) decided differently."""
+        reported = {s.key: s.decision for s in self.report.sites}
+        for site in sites:
+            if reported.get(site.key) != site.decision:
+                self.report.notes.append(
+                    f"{'train' if self.training else 'eval'}-mode capture decided "
+                    f"{site.decision} for {site.key} (report: {reported.get(site.key)}): "
+                    f"{site.reason}"
+                )
 
     def train(self, mode: bool = True) -> CompiledModule:
         """Switch train/eval like the original model (a graph per mode; see the class doc)."""

@@ -40,7 +40,13 @@ class QRCEEmbedding(nn.Module):
         self.weights = nn.Parameter(
             (torch.rand(n_layers, n_qubits, generator=generator) * 2 - 1) * math.pi
         )
-        self.proj = nn.Linear(2 * n_qubits, embed_dim)
+        # nn.Linear's own init would draw from the global RNG; draw from the seeded one.
+        with torch.random.fork_rng(devices=[]):
+            self.proj = nn.Linear(2 * n_qubits, embed_dim)
+        bound = 1.0 / math.sqrt(2 * n_qubits)
+        with torch.no_grad():
+            self.proj.weight.uniform_(-bound, bound, generator=generator)
+            self.proj.bias.uniform_(-bound, bound, generator=generator)
         self.to(device=device, dtype=dtype)
         self.fit_r2: float | None = None
         self.best_rank_r2: float | None = None

@@ -23,6 +23,7 @@ class Site:
     path: str  # module path from nn_module_stack, e.g. "encoder.layer.0.attention.self"
     pattern: str  # name of the pattern that matched (see passes/analysis/patterns.py)
     anchor: str  # name of the graph node the pattern is anchored on
+    key: str = ""  # unique per model and stable across captures: path, "#n" for repeats
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     dtype: str = ""
     supported: bool = True

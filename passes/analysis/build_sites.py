@@ -36,14 +36,21 @@ def _shape(props: PropertySet, node: Any) -> tuple[int, ...]:
 class BuildSites(AnalysisPass):
     """Writes ``sites`` (list[Site]) and ``site_matches`` (site index -> Match)."""
 
-    requires = ("matches", "shapes", "mask_kinds", "node_flops", "node_bytes")
+    requires = ("matches", "shapes", "dtypes", "mask_kinds", "node_flops", "node_bytes")
     provides = ("sites", "site_matches")
 
     def run(self, gm: fx.GraphModule, props: PropertySet) -> None:
         sites: list[Site] = []
         site_matches: dict[int, Match] = {}
+        seen: dict[str, int] = {}
         for match in props["matches"]:
             site = self._site(gm, props, match, index=len(sites))
+            # Several sites in one module (two tables, or everything at the root) need keys
+            # of their own; numbering in graph order keeps them stable across captures.
+            base = site.path or "<root>"
+            repeat = seen.get(base, 0)
+            seen[base] = repeat + 1
+            site.key = base if repeat == 0 else f"{base}#{repeat}"
             sites.append(site)
             site_matches[site.index] = match
         props["sites"] = sites

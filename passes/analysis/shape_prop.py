@@ -41,8 +41,15 @@ class ShapePropagation(AnalysisPass):
 
     def run(self, gm: fx.GraphModule, props: PropertySet) -> None:
         recorder = _Recorder(gm, set(props["observe"]))
-        with torch.no_grad():
-            recorder.run(*props["example_inputs"])
+        # The run must leave no trace: a graph captured in training mode updates buffers it
+        # shares with the user's model (BatchNorm statistics) and draws dropout masks.
+        saved = {name: b.clone() for name, b in gm.named_buffers()}
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            try:
+                recorder.run(*props["example_inputs"])
+            finally:
+                for name, value in saved.items():
+                    gm.get_buffer(name).copy_(value)
         props["shapes"] = recorder.shapes
         props["dtypes"] = recorder.dtypes
         props["values"] = recorder.values

@@ -36,8 +36,8 @@ class ReplaceEmbedding(RewritePass):
                 continue
             match = props["site_matches"][site.index]
             roles, output = match.roles, match.roles["output"]
-            layer = props["quantum_layers"][site.path]
-            name = layer_attribute(site.path)
+            layer = props["quantum_layers"][site.key]
+            name = layer_attribute(site.key)
             gm.add_submodule(name, layer)
             with graph.inserting_before(output):
                 angles = graph.get_attr(f"{name}.angles")

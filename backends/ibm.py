@@ -1,0 +1,823 @@
+"""The IBM Quantum backend: QAAP and QRCE as gate-level circuits on qiskit-ibm-runtime.
+
+API used (qiskit-ibm-runtime 0.51, read from the installed package):
+
+* primitive: ``qiskit_ibm_runtime.executor_sampler.Sampler`` — the client-side Sampler built
+  on the Executor program. 0.50 deprecated ``qiskit_ibm_runtime.SamplerV2``/``EstimatorV2``
+  (``sampler.py``/``estimator.py`` call ``issue_deprecation_msg`` and name this class as the
+  replacement). Its ``run(pubs, shots=...)`` takes ``(isa_circuit, parameter_values)`` pubs
+  and returns one job; results are ``PrimitiveResult`` of pubs whose ``data.meas`` is a
+  ``BitArray``. All read-outs here are Z-diagonal, so no Estimator is needed.
+* execution modes: ``Sampler(mode=...)`` takes a backend (job mode), a
+  ``qiskit_ibm_runtime.Batch`` or a ``qiskit_ibm_runtime.Session``
+  (``base_primitive.get_mode_service_backend``).
+* local testing mode: a ``qiskit_ibm_runtime.fake_provider`` backend (a ``BackendV2`` that is
+  not a runtime ``IBMBackend``) as the mode selects ``QiskitRuntimeLocalService``, and
+  ``Executor.run`` simulates it with Aer and the fake's noise model
+  (``fake_provider/executor/run_quantum_program.py``); ``Batch``/``Session`` around a fake
+  backend are accepted and ignored there. ``options.simulator.seed_simulator`` seeds it.
+* ISA circuits: ``qiskit.transpiler.generate_preset_pass_manager(backend=...,
+  optimization_level=1)`` (the form in ``qiskit_ibm_runtime``'s own module docstring).
+* credentials: ``qiskit_ibm_runtime.QiskitRuntimeService(channel=, instance=, name=)``
+  reads ``QISKIT_IBM_TOKEN`` / ``QISKIT_IBM_INSTANCE`` / ``QISKIT_IBM_URL`` from the
+  environment before the saved account (``accounts/management.py``
+  ``AccountManager.get``/``_from_env_variables``). This module never takes a token argument.
+
+How kernels run: each op call is one primitive run (one job; more only when the call exceeds
+``max_circuits_per_job``, then the chunks are submitted together and collected after).
+
+* QRCE: ``qgraph.circuits.qrce.qrce_template`` + ``measure_all``, transpiled once per
+  structure and cached; every unique token of the call is one row of the parameter array of
+  a single pub. ⟨Z_i⟩ and ⟨Z_i Z_{i+1}⟩ are shot averages of ±1 bit values.
+* QRCE gradient ("parameter-shift"): a per-layer template (α of qubit i in layer l is its own
+  parameter, so shifted circuits can move one layer's α), driven by
+  ``qgraph.kernels.parameter_shift.token_parameter_shift``; all shifted circuits of a call
+  in one job.
+* QAAP: one ``qgraph.circuits.qaap.qaap_circuit`` per (batch, head, query) instance (they
+  differ in data, so they are transpiled per call: only the pass manager is cached), all as
+  pubs of one run. Post-selection keeps shots with feature register (low b bits) = 0 and an
+  index that is an unmasked key; noise outcomes on padded or masked keys are discarded, so
+  QAAP never attends to a masked key. Rows with no kept shot fall back to uniform weights
+  over the unmasked keys (counted), like the closed form does for rows that cannot
+  post-select.
+
+Secrets: the token lives only inside ``QiskitRuntimeService``. Every call into the service or
+a primitive runs through ``IBMBackend._call``: exception text is scrubbed (token → ``***``)
+and re-raised as ``IBMRuntimeError`` without the original exception chained, and log records
+created meanwhile (any logger) are scrubbed too. ``repr`` shows device, mode and shots only, and
+pickling drops the service.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime
+from functools import lru_cache, partial
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import qiskit_ibm_runtime
+import torch
+from qiskit import QuantumCircuit
+from qiskit.circuit import ParameterVector
+from qiskit.transpiler import generate_preset_pass_manager
+from qiskit_ibm_runtime import fake_provider
+from qiskit_ibm_runtime.executor_sampler import Sampler
+from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
+
+from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
+from qgraph.circuits.qaap import qaap_circuit, qaap_registers
+from qgraph.circuits.qrce import qrce_template
+from qgraph.errors import QGraphError
+from qgraph.kernels.qaap import compute_dtype, expand_kv_heads, keep_mask
+from qgraph.kernels.qrce import QRCEStructure, unique_tokens
+
+__all__ = [
+    "MAX_EXECUTIONS_PER_JOB",
+    "MODES",
+    "IBMBackend",
+    "IBMRuntimeError",
+    "fake_backend_names",
+]
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["job", "batch", "session"]
+#: execution modes of IBM Quantum (job: one job at a time; batch: independent jobs
+#: scheduled together; session: dedicated QPU between jobs — not on the Open plan)
+MODES: tuple[str, ...] = ("job", "batch", "session")
+#: IBM's per-job limit: at most 10M executions (circuits × shots) per job
+#: (/work/shared/research/hardware-and-costs.md, "Limits per job", IBM Quantum docs).
+#: ``max_circuits_per_job`` defaults to MAX_EXECUTIONS_PER_JOB // shots.
+MAX_EXECUTIONS_PER_JOB = 10_000_000
+#: environment variable qiskit-ibm-runtime reads the API token from
+TOKEN_ENV = "QISKIT_IBM_TOKEN"
+_FAKE_PREFIX = "fake_"
+_MASK = "***"
+
+_T = TypeVar("_T")
+
+
+class IBMRuntimeError(QGraphError, RuntimeError):
+    """A failure reported by qiskit-ibm-runtime (service, primitive or job), token scrubbed."""
+
+
+# --------------------------------------------------------------------------- fake backends
+
+
+@lru_cache(maxsize=1)
+def _fake_classes() -> dict[str, type]:
+    """``backend_name`` → class of every BackendV2 fake in ``qiskit_ibm_runtime.fake_provider``.
+
+    Read from the class attribute ``backend_name`` (``fake_provider/fake_backend.py``), so no
+    fake is instantiated (building all 68 takes seconds).
+    """
+    found: dict[str, type] = {}
+    for value in vars(fake_provider).values():
+        is_fake = isinstance(value, type) and issubclass(value, FakeBackendV2)
+        if is_fake and isinstance(getattr(value, "backend_name", None), str):
+            found[value.backend_name] = value
+    return found
+
+
+def fake_backend_names() -> list[str]:
+    """The names accepted as ``device`` for local testing mode ("fake_fez", "fake_manila", …)."""
+    return sorted(_fake_classes())
+
+
+def _fake_backend(name: str) -> Any:
+    """A new fake backend by name; an unknown name lists close and a few available names."""
+    classes = _fake_classes()
+    if name not in classes:
+        close = difflib.get_close_matches(name, list(classes), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        sample = ", ".join(["fake_santiago", "fake_manila", "fake_fez", "fake_torino"])
+        raise ValueError(
+            f"unknown fake backend {name!r}.{hint} Local testing mode takes one of the "
+            f"{len(classes)} fakes of qiskit_ibm_runtime.fake_provider, e.g. {sample} "
+            "(qgraph.backends.ibm.fake_backend_names() lists them all)."
+        )
+    return classes[name]()
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+#: tokens known to this process that must never be printed (filled on connection)
+_KNOWN_SECRETS: set[str] = set()
+_log_lock = threading.Lock()
+_log_depth = 0
+_log_previous_factory: Callable[..., logging.LogRecord] | None = None
+
+
+def _secrets() -> list[str]:
+    """Every token to hide: the environment's and those of accounts this module loaded."""
+    found = set(_KNOWN_SECRETS)
+    env = os.environ.get(TOKEN_ENV)
+    if env:
+        found.add(env)
+    # longest first, so a token that contains another is replaced whole
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def _scrub(text: str) -> str:
+    """``text`` with every known token replaced by ``***``."""
+    for secret in _secrets():
+        text = text.replace(secret, _MASK)
+    return text
+
+
+def _scrubbing_factory(previous: Callable[..., logging.LogRecord]) -> Callable[..., Any]:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to logging's own error handling
+            return record
+        record.msg, record.args = _scrub(message), None
+        if record.exc_info:
+            record.exc_text = _scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = _scrub(record.stack_info)
+        return record
+
+    return factory
+
+
+@contextmanager
+def _scrubbed_logging() -> Iterator[None]:
+    """While active, every log record created in this process (any logger) is scrubbed.
+
+    Installed with ``logging.setLogRecordFactory`` only around calls into qiskit-ibm-runtime
+    (reference-counted, so overlapping calls from several threads nest correctly).
+    """
+    global _log_depth, _log_previous_factory
+    with _log_lock:
+        if _log_depth == 0:
+            _log_previous_factory = logging.getLogRecordFactory()
+            logging.setLogRecordFactory(_scrubbing_factory(_log_previous_factory))
+        _log_depth += 1
+    try:
+        yield
+    finally:
+        with _log_lock:
+            _log_depth -= 1
+            if _log_depth == 0 and _log_previous_factory is not None:
+                logging.setLogRecordFactory(_log_previous_factory)
+                _log_previous_factory = None
+
+
+def _remember_account_token(account_name: str | None, channel: str | None) -> None:
+    """Add the token of the account the service would load (env or saved) to the secrets.
+
+    Reads the local account file only (``qiskit_ibm_runtime.accounts.AccountManager.get``), so
+    a saved-account token is scrubbed even when the service fails before it exists.
+    """
+    try:
+        accounts = importlib.import_module("qiskit_ibm_runtime.accounts")
+        account = accounts.AccountManager.get(name=account_name, channel=channel)
+        token = getattr(account, "token", None)
+    except Exception:
+        return
+    if isinstance(token, str) and token:
+        _KNOWN_SECRETS.add(token)
+
+
+# --------------------------------------------------------------------------- circuits
+
+
+def _qrce_layer_template(
+    structure: QRCEStructure,
+) -> tuple[QuantumCircuit, ParameterVector, ParameterVector]:
+    """``qrce_template`` with one α per (layer, qubit): ``alpha[l * q + i]``, ``theta[l * q + i]``.
+
+    Gate for gate the same circuit as ``qgraph.circuits.qrce.qrce_template`` (RY re-upload,
+    the trainable rotation on ``structure.axes[l][i]``, the CNOT ring); binding the same α in
+    every layer gives the forward circuit. Parameter shift moves one layer's α at a time.
+    """
+    q, n_layers = structure.n_qubits, structure.n_layers
+    alpha = ParameterVector("alpha", n_layers * q)
+    theta = ParameterVector("theta", n_layers * q)
+    circuit = QuantumCircuit(q, name=f"qrce_layers_q{q}_l{n_layers}_s{structure.seed}")
+    for layer, axes in enumerate(structure.axes):
+        for i in range(q):
+            circuit.ry(alpha[layer * q + i], i)
+        for i, axis in enumerate(axes):
+            getattr(circuit, f"r{axis}")(theta[layer * q + i], i)
+        for i in range(q - 1):
+            circuit.cx(i, i + 1)
+        if q > 2:
+            circuit.cx(q - 1, 0)
+    return circuit, alpha, theta
+
+
+def _bits(bit_array: Any) -> np.ndarray:
+    """A qiskit ``BitArray`` as uint8 bits (..., shots, num_bits), column i = clbit i.
+
+    ``BitArray.array`` packs each shot big-endian (``int.from_bytes(data, "big")``), so the
+    unpacked bits are reversed to put clbit 0 first.
+    """
+    packed = np.asarray(bit_array.array)
+    unpacked = np.unpackbits(packed, axis=-1, bitorder="big")[..., ::-1]
+    return np.ascontiguousarray(unpacked[..., : bit_array.num_bits])
+
+
+def _z_features(bits: np.ndarray, n_qubits: int) -> np.ndarray:
+    """(rows, shots, q) bits → (rows, 2q) shot means of Z_i, then Z_i Z_{(i+1) mod q}."""
+    z = 1.0 - 2.0 * bits[..., :n_qubits].astype(np.float64)
+    zz = z * np.roll(z, -1, axis=-1)
+    return np.concatenate([z.mean(axis=-2), zz.mean(axis=-2)], axis=-1)
+
+
+def _queue_seconds(job: Any) -> float | None:
+    """Queue time from the job's metrics (``timestamps.created`` → ``running``), if any."""
+    try:
+        stamps = job.metrics().get("timestamps") or {}
+        created, running = stamps.get("created"), stamps.get("running")
+        if not created or not running:
+            return None
+        start = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+        run = datetime.fromisoformat(str(running).replace("Z", "+00:00"))
+        return max(0.0, (run - start).total_seconds())
+    except Exception:
+        return None
+
+
+# --------------------------------------------------------------------------- the backend
+
+
+class IBMBackend:
+    """QAAP and QRCE on IBM Quantum hardware, or on a fake backend in local testing mode.
+
+    Args:
+        device: an IBM device name ("ibm_fez", …; needs an account) or a fake backend name
+            ("fake_fez", "fake_santiago", …: local testing mode, no account, no network).
+        mode: "job", "batch" (default) or "session" (sessions are not on the Open plan).
+        shots: shots per circuit.
+        seed: seeds the transpiler and, in local testing mode, the simulator (each job draws
+            its simulator seed from ``numpy.random.default_rng(seed)``).
+        channel, instance, account_name: passed to ``QiskitRuntimeService`` (channel, CRN,
+            saved-account name); the token comes from ``QISKIT_IBM_TOKEN`` or the saved
+            account. Nothing connects before the first kernel call.
+        optimization_level: of ``generate_preset_pass_manager`` (1 by default).
+        max_circuits_per_job: chunk size of a call; default IBM's 10M executions / shots.
+    """
+
+    name = "ibm"
+
+    def __init__(
+        self,
+        device: str = "ibm_fez",
+        mode: Mode = "batch",
+        shots: int = 1024,
+        seed: int | None = None,
+        *,
+        channel: str | None = None,
+        instance: str | None = None,
+        account_name: str | None = None,
+        optimization_level: int = 1,
+        max_circuits_per_job: int | None = None,
+    ) -> None:
+        if not isinstance(device, str) or not device:
+            raise ValueError(f"IBMBackend: device must be a device name; got {device!r}.")
+        if mode not in MODES:
+            raise ValueError(
+                f"IBMBackend: unknown execution mode {mode!r}; use one of {list(MODES)}."
+            )
+        if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots <= 0:
+            raise ValueError(f"IBMBackend: shots must be a positive int; got {shots!r}.")
+        if shots > MAX_EXECUTIONS_PER_JOB:
+            raise ValueError(
+                f"IBMBackend: {shots} shots exceed IBM's {MAX_EXECUTIONS_PER_JOB:,} executions "
+                "per job even for a single circuit."
+            )
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"IBMBackend: seed must be an int or None; got {seed!r}.")
+        if optimization_level not in (0, 1, 2, 3):
+            raise ValueError(
+                f"IBMBackend: optimization_level must be 0-3; got {optimization_level!r}."
+            )
+        per_job = MAX_EXECUTIONS_PER_JOB // int(shots)
+        if max_circuits_per_job is not None:
+            if (
+                isinstance(max_circuits_per_job, bool)
+                or not isinstance(max_circuits_per_job, int)
+                or not 1 <= max_circuits_per_job <= per_job
+            ):
+                raise ValueError(
+                    f"IBMBackend: max_circuits_per_job must be an int in [1, {per_job}] "
+                    f"(10M executions / {shots} shots); got {max_circuits_per_job!r}."
+                )
+            per_job = max_circuits_per_job
+
+        self.device = device
+        self.mode: Mode = mode
+        self.shots = int(shots)
+        self.seed = seed
+        self.optimization_level = optimization_level
+        self.local = device.startswith(_FAKE_PREFIX)
+        self._channel = channel
+        self._instance = instance
+        self._account_name = account_name
+        self._max_circuits_per_job = per_job
+        self._rng = np.random.default_rng(seed)
+        self.stats = BackendStats()
+        # connection state (dropped when pickled); fakes are built now: no network involved
+        self._service: Any = None
+        self._runtime_backend: Any = _fake_backend(device) if self.local else None
+        self._mode_object: Any = None
+        self._pass_manager: Any = None
+        self._isa_cache: dict[tuple[Any, ...], tuple[QuantumCircuit, Any, Any]] = {}
+        self._capabilities: Capabilities | None = None
+
+    # ------------------------------------------------------------------ description
+
+    def __repr__(self) -> str:
+        return f"IBMBackend(device={self.device!r}, mode={self.mode!r}, shots={self.shots})"
+
+    __str__ = __repr__
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for key in ("_service", "_runtime_backend", "_mode_object", "_pass_manager"):
+            state[key] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.local:
+            self._runtime_backend = _fake_backend(self.device)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this backend can do; ``max_qubits`` is the device's qubit count.
+
+        Before a real device is connected, its count comes from the fake snapshot of the
+        same name in qiskit-ibm-runtime ("ibm_fez" → "fake_fez") when there is one, else None.
+        """
+        if self._capabilities is None:
+            self._capabilities = Capabilities(
+                exact=False,
+                max_qubits=self._known_qubits(),
+                max_circuits_per_job=self._max_circuits_per_job,
+                gradient_methods=("parameter-shift", "straight-through", "spsa"),
+                needs_transpilation=True,
+            )
+        return self._capabilities
+
+    @capabilities.setter
+    def capabilities(self, value: Capabilities) -> None:
+        self._capabilities = value
+
+    def _known_qubits(self) -> int | None:
+        if self._runtime_backend is not None:
+            return int(self._runtime_backend.num_qubits)
+        snapshot = _FAKE_PREFIX + self.device.removeprefix("ibm_")
+        if snapshot in _fake_classes():
+            return int(_fake_backend(snapshot).num_qubits)
+        return None
+
+    # ------------------------------------------------------------------ connection
+
+    def _call(self, what: str, function: Callable[[], _T]) -> _T:
+        """Run a qiskit-ibm-runtime call with scrubbed logs; failures become IBMRuntimeError.
+
+        The new exception is raised after the ``except`` block has finished, so the original
+        (whose text may hold a token) is neither its ``__cause__`` nor its ``__context__``.
+        """
+        message = ""
+        with _scrubbed_logging():
+            try:
+                return function()
+            except IBMRuntimeError:
+                raise
+            except Exception as exc:
+                message = _scrub(f"{type(exc).__name__}: {exc}")
+        raise IBMRuntimeError(
+            f"IBM Quantum ({self.device}, {self.mode} mode): {what} failed: {message}. "
+            "Check the account (QISKIT_IBM_TOKEN or a saved account), the device name "
+            "and the network; use a fake device such as 'fake_santiago' to test offline."
+        )
+
+    def _backend(self) -> Any:
+        """The qiskit backend to run on; connects to IBM Quantum on first use (real devices)."""
+        if self._runtime_backend is not None:
+            return self._runtime_backend
+        options = {
+            key: value
+            for key, value in (
+                ("channel", self._channel),
+                ("instance", self._instance),
+                ("name", self._account_name),
+            )
+            if value is not None
+        }
+        _remember_account_token(self._account_name, self._channel)
+        service = self._call(
+            "connecting to the service", lambda: qiskit_ibm_runtime.QiskitRuntimeService(**options)
+        )
+        token = getattr(getattr(service, "_account", None), "token", None)
+        if isinstance(token, str) and token:
+            _KNOWN_SECRETS.add(token)
+        backend = self._call(
+            f"looking up device {self.device!r}", lambda: service.backend(self.device)
+        )
+        self._service, self._runtime_backend = service, backend
+        self._capabilities = replace(self.capabilities, max_qubits=int(backend.num_qubits))
+        logger.info("IBMBackend: connected to %s (%d qubits)", self.device, backend.num_qubits)
+        return backend
+
+    def _mode(self) -> Any:
+        """What the primitive gets as ``mode``: the backend, or this backend's Batch/Session."""
+        backend = self._backend()
+        if self.mode == "job":
+            return backend
+        if self._mode_object is None:
+            factory = (
+                qiskit_ibm_runtime.Batch if self.mode == "batch" else qiskit_ibm_runtime.Session
+            )
+            self._mode_object = self._call(
+                f"opening a {self.mode}", lambda: factory(backend=backend)
+            )
+        return self._mode_object
+
+    def close(self) -> None:
+        """Close the batch or session, if one is open (running jobs still finish)."""
+        mode_object, self._mode_object = self._mode_object, None
+        if mode_object is not None:
+            self._call(f"closing the {self.mode}", mode_object.close)
+
+    def __enter__(self) -> IBMBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transpile and run
+
+    def _pm(self) -> Any:
+        if self._pass_manager is None:
+            backend = self._backend()
+            self._pass_manager = self._call(
+                "reading the device target",
+                lambda: generate_preset_pass_manager(
+                    backend=backend,
+                    optimization_level=self.optimization_level,
+                    seed_transpiler=self.seed,
+                ),
+            )
+        return self._pass_manager
+
+    def _isa(
+        self,
+        key: tuple[Any, ...],
+        build: Callable[[], tuple[QuantumCircuit, ParameterVector, ParameterVector]],
+    ) -> tuple[QuantumCircuit, ParameterVector, ParameterVector]:
+        """A template's ISA circuit (with ``measure_all``) and its (alpha, theta) vectors,
+        transpiled once per key and cached."""
+        if key not in self._isa_cache:
+            circuit, alpha, theta = build()
+            circuit.measure_all()
+            self._isa_cache[key] = (self._pm().run(circuit), alpha, theta)
+        return self._isa_cache[key]
+
+    def _check_width(self, n_qubits: int, what: str) -> None:
+        limit = self.capabilities.max_qubits
+        if limit is not None and n_qubits > limit:
+            raise ValueError(
+                f"IBMBackend: {what} needs {n_qubits} qubits but {self.device} has {limit}."
+            )
+
+    def _sample(
+        self,
+        kernel: str,
+        site: str,
+        pubs: Sequence[tuple[QuantumCircuit, np.ndarray | None]],
+    ) -> list[np.ndarray]:
+        """Run pubs (circuit, (N, P) values or None) and return each pub's bits (N, shots, c).
+
+        Rows are chunked to ``max_circuits_per_job``; all chunks are submitted before any
+        result is awaited (in batch/session mode they run as one batch). One
+        ExecutionRecord per job.
+        """
+        rows = [1 if values is None else int(values.shape[0]) for _, values in pubs]
+        limit = self._max_circuits_per_job
+        # chunks: lists of (pub index, row start, row stop)
+        chunks: list[list[tuple[int, int, int]]] = [[]]
+        room = limit
+        for index, count in enumerate(rows):
+            start = 0
+            while start < count:
+                if room == 0:
+                    chunks.append([])
+                    room = limit
+                stop = min(count, start + room)
+                chunks[-1].append((index, start, stop))
+                room -= stop - start
+                start = stop
+        chunks = [chunk for chunk in chunks if chunk]
+
+        mode = self._mode()
+        submitted = []
+        for chunk in chunks:
+            chunk_pubs: list[Any] = []
+            for index, start, stop in chunk:
+                circuit, values = pubs[index]
+                chunk_pubs.append(circuit if values is None else (circuit, values[start:stop]))
+            sampler = self._call("creating the sampler", lambda: Sampler(mode=mode))
+            sampler.options.default_shots = self.shots
+            if self.local and self.seed is not None:
+                sampler.options.simulator.seed_simulator = int(self._rng.integers(0, 2**31 - 1))
+            circuits = sum(stop - start for _, start, stop in chunk)
+            logger.debug(
+                "IBMBackend: %s (%s) submitting %d circuits × %d shots to %s",
+                kernel,
+                site,
+                circuits,
+                self.shots,
+                self.device,
+            )
+            began = time.perf_counter()
+            job = self._call(
+                f"submitting the {kernel} job", partial(sampler.run, chunk_pubs, shots=self.shots)
+            )
+            submitted.append((chunk, job, began, circuits))
+
+        pieces: list[list[np.ndarray]] = [[] for _ in pubs]
+        for chunk, job, began, circuits in submitted:
+            result = self._call(f"waiting for the {kernel} job", job.result)
+            wall = time.perf_counter() - began
+            received = 0
+            for (index, _, _), pub_result in zip(chunk, result, strict=True):
+                bit_array = pub_result.data.meas
+                received += int(np.asarray(bit_array.array).nbytes)
+                bits = _bits(bit_array)
+                pieces[index].append(bits.reshape(-1, *bits.shape[-2:]))
+            self.stats.records.append(
+                ExecutionRecord(
+                    kernel=kernel,
+                    site=site,
+                    circuits=circuits,
+                    shots=circuits * self.shots,
+                    wall_s=wall,
+                    queue_s=_queue_seconds(job),
+                    bytes_received=received,
+                )
+            )
+        return [np.concatenate(parts, axis=0) for parts in pieces]
+
+    def _run_qrce(
+        self,
+        kernel: str,
+        site: str,
+        layer_angles: np.ndarray,
+        layer_weights: np.ndarray,
+        structure: QRCEStructure,
+        per_layer: bool,
+    ) -> np.ndarray:
+        """(N, 2q) features of QRCE circuits with angles (N, L, q) and weights (N, L, q)."""
+        q, n_layers = structure.n_qubits, structure.n_layers
+        self._check_width(q, "QRCE")
+        if per_layer:
+            key, build = ("qrce-layers", structure), lambda: _qrce_layer_template(structure)
+            alpha_values = layer_angles.reshape(-1, n_layers * q)
+        else:
+            key, build = ("qrce", structure), lambda: qrce_template(structure)
+            alpha_values = layer_angles[:, 0, :]
+        isa, alpha, theta = self._isa(key, build)
+        theta_values = layer_weights.reshape(-1, n_layers * q)
+        # Transpilation keeps the template's Parameter objects; values go in the order of
+        # isa.parameters (a parameter the transpiler removed is simply not asked for).
+        columns = {p: alpha_values[:, i] for i, p in enumerate(alpha)}
+        columns.update({p: theta_values[:, i] for i, p in enumerate(theta)})
+        values = np.stack([columns[p] for p in isa.parameters], axis=-1)
+        (bits,) = self._sample(kernel, site, [(isa, values)])
+        return _z_features(bits, q)
+
+    # ------------------------------------------------------------------ QRCE
+
+    def qrce(
+        self,
+        token_ids: torch.Tensor,
+        angle_table: torch.Tensor,
+        weights: torch.Tensor,
+        structure: QRCEStructure,
+        site: str,
+    ) -> torch.Tensor:
+        """QRCE features (*token_ids.shape, 2q) from shots; each unique token runs once."""
+        unique_ids, inverse = unique_tokens(token_ids, angle_table, structure)
+        _check_weights(weights, structure)
+        counters = self.stats.site(site)
+        counters.calls += 1
+        counters.instances += int(unique_ids.numel())
+        out_dtype = torch.promote_types(angle_table.dtype, weights.dtype)
+        if unique_ids.numel() == 0:
+            return angle_table.new_zeros((*token_ids.shape, structure.n_features), dtype=out_dtype)
+        angles = _numpy(angle_table[unique_ids])
+        n_tokens, n_layers = angles.shape[0], structure.n_layers
+        layer_angles = np.broadcast_to(angles[:, None, :], (n_tokens, n_layers, angles.shape[1]))
+        layer_weights = np.broadcast_to(_numpy(weights), (n_tokens, *weights.shape))
+        features = self._run_qrce("qrce", site, layer_angles, layer_weights, structure, False)
+        result = torch.as_tensor(features, dtype=out_dtype, device=angle_table.device)
+        return result[inverse.to(angle_table.device)].reshape(
+            *token_ids.shape, structure.n_features
+        )
+
+    def qrce_gradient(
+        self,
+        grad_out: torch.Tensor,
+        token_ids: torch.Tensor,
+        angle_table: torch.Tensor,
+        weights: torch.Tensor,
+        structure: QRCEStructure,
+        method: str,
+        site: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """VJP of ``qrce`` by parameter shift: all shifted circuits of the call in one job.
+
+        The shift rule, deduplication and scattering are
+        ``qgraph.kernels.parameter_shift.token_parameter_shift``; this backend supplies
+        ``evaluate`` (per-layer angles and weights (N, L, q) → (N, 2q) features from shots of
+        the per-layer template).
+        """
+        if method != "parameter-shift":
+            raise ValueError(
+                f"the ibm backend computes QRCE gradients by 'parameter-shift'; got {method!r} "
+                "(straight-through and spsa apply to QAAP)."
+            )
+        try:
+            shift_module = importlib.import_module("qgraph.kernels.parameter_shift")
+            token_parameter_shift = shift_module.token_parameter_shift
+        except (ImportError, AttributeError):
+            raise ValueError(
+                "parameter-shift on ibm needs qgraph.kernels.parameter_shift"
+            ) from None
+        _check_weights(weights, structure)
+
+        def evaluate(
+            layer_angles: torch.Tensor, layer_weights: torch.Tensor, layers: QRCEStructure
+        ) -> torch.Tensor:
+            features = self._run_qrce(
+                "qrce-gradient", site, _numpy(layer_angles), _numpy(layer_weights), layers, True
+            )
+            return torch.as_tensor(features, dtype=layer_angles.dtype, device=layer_angles.device)
+
+        grad_table, grad_weights = token_parameter_shift(
+            grad_out, token_ids, angle_table, weights, structure, evaluate
+        )
+        return grad_table, grad_weights
+
+    # ------------------------------------------------------------------ QAAP
+
+    def qaap(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        is_causal: bool,
+        dropout_keep: torch.Tensor | None,
+        dropout_p: float,
+        site: str,
+    ) -> torch.Tensor:
+        """QAAP pooling from post-selected shots, one circuit per (batch, head, query)."""
+        if q.dim() < 3 or k.dim() != q.dim() or v.dim() != q.dim():
+            raise ValueError(
+                "QAAP on ibm: q, k and v must be (..., heads, seq, dim) with the same rank; got "
+                f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}."
+            )
+        out_dtype, work = q.dtype, compute_dtype(q.dtype)
+        n_queries, head_dim = q.shape[-2], q.shape[-1]
+        n_keys = k.shape[-2]
+        regs = qaap_registers(n_keys, head_dim)
+        self._check_width(regs.n_qubits, f"QAAP ({n_keys} keys × {head_dim} dims)")
+        qf = q.detach().to(work)
+        kf = expand_kv_heads(k.detach().to(work), q.shape[-3])
+        vf = expand_kv_heads(v.to(work), q.shape[-3])
+        lead = torch.broadcast_shapes(q.shape[:-2], kf.shape[:-2])
+        keep = keep_mask(attn_mask, is_causal, n_queries, n_keys, q.device)
+        if keep is None:
+            keep = torch.ones(n_queries, n_keys, dtype=torch.bool, device=q.device)
+        keys_np = _numpy(kf.expand(*lead, n_keys, head_dim)).reshape(-1, n_keys, head_dim)
+        queries_np = _numpy(qf.expand(*lead, n_queries, head_dim)).reshape(-1, head_dim)
+        keep_np = keep.expand(*lead, n_queries, n_keys).reshape(-1, n_keys).cpu().numpy()
+
+        n_rows = queries_np.shape[0]
+        weights = np.zeros((n_rows, n_keys))
+        visible = keep_np.sum(axis=1)
+        empty = visible == 0
+        uniform = keep_np / np.maximum(visible, 1)[:, None]
+        circuits: list[QuantumCircuit] = []
+        circuit_rows: list[int] = []
+        fallback = np.zeros(n_rows, dtype=bool)
+        for candidate in np.flatnonzero(~empty):
+            row = int(candidate)
+            block = keys_np[row // n_queries]
+            query, row_keep = queries_np[row], keep_np[row]
+            # Nothing to encode (zero query or keys), or P(feature = 0) = ‖K q̂‖²/‖K‖² = 0: the
+            # circuit could only post-select on noise. The closed form falls back there too.
+            projections = block[row_keep] @ query
+            if not np.any(projections):
+                fallback[row] = True
+                continue
+            circuit = qaap_circuit(block, query, row_keep)
+            circuit.measure_all()
+            circuits.append(circuit)
+            circuit_rows.append(row)
+
+        if circuits:
+            isa_circuits = self._pm().run(circuits)
+            if isinstance(isa_circuits, QuantumCircuit):
+                isa_circuits = [isa_circuits]
+            results = self._sample("qaap", site, [(c, None) for c in isa_circuits])
+            powers = 1 << np.arange(regs.n_qubits, dtype=np.int64)
+            feature_mask = (1 << regs.feature_qubits) - 1
+            for row_index, bits in zip(circuit_rows, results, strict=True):
+                outcome = bits[0].astype(np.int64) @ powers  # (shots,)
+                index = outcome >> regs.feature_qubits
+                kept = ((outcome & feature_mask) == 0) & (index < n_keys)
+                counts = np.bincount(index[kept], minlength=n_keys)[:n_keys] * keep_np[row_index]
+                total = int(counts.sum())
+                if total == 0:
+                    fallback[row_index] = True
+                else:
+                    weights[row_index] = counts / total
+        weights[fallback] = uniform[fallback]
+
+        counters = self.stats.site(site)
+        counters.calls += 1
+        counters.instances += n_rows
+        counters.fallback_rows += int(fallback.sum())
+        counters.empty_rows += int(empty.sum())
+
+        attn = torch.as_tensor(weights, dtype=work, device=q.device).reshape(
+            *lead, n_queries, n_keys
+        )
+        if dropout_keep is not None and dropout_p > 0.0:
+            attn = attn * dropout_keep.to(work) / (1.0 - dropout_p)
+        return (attn @ vf).to(out_dtype)
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A float64 numpy copy of a tensor (detached, on the CPU)."""
+    return tensor.detach().to("cpu", torch.float64).numpy()
+
+
+def _check_weights(weights: torch.Tensor, structure: QRCEStructure) -> None:
+    """The (L, q) trainable angles must be a real tensor matching the structure."""
+    if not isinstance(weights, torch.Tensor) or not weights.is_floating_point():
+        raise TypeError("QRCE: weights must be a real floating-point tensor of shape (L, q).")
+    if tuple(weights.shape) != (structure.n_layers, structure.n_qubits):
+        raise ValueError(
+            f"QRCE: weights must have shape (L={structure.n_layers}, q={structure.n_qubits}); "
+            f"got {tuple(weights.shape)}."
+        )
