@@ -1,0 +1,436 @@
+"""The Aer backend: QAAP and QRCE as real gate-level circuits on qiskit-aer.
+
+Every op call is one job per ``max_circuits_per_job`` instances: the kernel's template
+(``qgraph.circuits.templates``) is transpiled once per (kernel, shape, target) and bound to a
+parameter array of shape (N, n_params) in a single primitive call (SamplerV2 for shots,
+EstimatorV2 with precision 0 or saved probabilities for the exact mode).
+
+* ``shots=None``: exact, noiseless. QAAP reads the probabilities Aer saves for each
+  instance; QRCE asks EstimatorV2 (precision 0) for the 2q expectation values. Used to
+  cross-check the gate-level circuits against the closed forms.
+* ``shots=S``: SamplerV2 with S shots per circuit, seeded (each job draws its own seed from
+  a generator seeded with ``seed``, so calls are reproducible but not identical).
+  QAAP post-selects feature = 0 (and, under noise, an unmasked key index: outcomes of
+  zero ideal amplitude carry no information); QRCE averages ±1 eigenvalues of Z_i and
+  Z_iZ_{i+1} over the shots.
+* ``noise="fake_<name>"``: a NoiseModel from qiskit-ibm-runtime's fake backend of that
+  name, and the templates are transpiled to that backend's target (its basis gates and
+  coupling map). Needs ``pip install 'qgraph[ibm]'``.
+
+Degenerate QAAP rows (zero-norm query or all-zero unmasked keys: not encodable; no
+unmasked key: empty) never go to the simulator: they fall back to uniform weights over the
+unmasked keys or output zero, as the closed form does, and are counted per site.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from qiskit_aer import AerSimulator  # a missing extra surfaces as ModuleNotFoundError
+from qiskit_aer.noise import NoiseModel
+from qiskit_aer.primitives import EstimatorV2, SamplerV2
+
+from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
+from qgraph.circuits.qaap import SUCCESS_ATOL
+from qgraph.circuits.qrce import qrce_observables
+from qgraph.circuits.templates import (
+    qaap_parameters,
+    qaap_template,
+    qrce_layer_parameters,
+    qrce_layer_template,
+    transpiled,
+)
+from qgraph.kernels.qaap import compute_dtype, expand_kv_heads, keep_mask
+from qgraph.kernels.qrce import QRCEStructure, unique_tokens
+
+__all__ = ["METHODS", "AerBackend", "fake_backend", "fake_backend_names"]
+
+#: simulation methods the backend accepts (Aer's names)
+METHODS: tuple[str, ...] = ("statevector", "density_matrix", "matrix_product_state")
+
+
+@functools.lru_cache(maxsize=1)
+def _runtime_fake_backends() -> tuple[tuple[Any, ...], tuple[warnings.WarningMessage, ...]]:
+    """qiskit-ibm-runtime's fake V2 backends, and the warnings their constructors raised."""
+    try:
+        from qiskit_ibm_runtime.fake_provider import FakeProviderForBackendV2
+    except ImportError as exc:
+        raise ImportError(
+            "noise models from IBM fake backends need qiskit-ibm-runtime: "
+            "pip install 'qgraph[ibm]'."
+        ) from exc
+    # The provider builds every fake backend; some warn about themselves (e.g. that their
+    # error values are not typical). Keep those for when that backend is actually chosen.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backends = tuple(FakeProviderForBackendV2().backends())
+    return backends, tuple(caught)
+
+
+def fake_backend_names() -> list[str]:
+    """Names accepted by ``noise=`` (qiskit-ibm-runtime's fake backends), sorted."""
+    return sorted(backend.name for backend in _runtime_fake_backends()[0])
+
+
+def fake_backend(name: str) -> Any:
+    """qiskit-ibm-runtime's fake backend called ``name`` (e.g. "fake_manila")."""
+    backends, caught = _runtime_fake_backends()
+    for backend in backends:
+        if backend.name == name:
+            short = name.removeprefix("fake_")
+            for record in caught:
+                if short in str(record.message):
+                    warnings.warn(str(record.message), record.category, stacklevel=3)
+            return backend
+    names = ", ".join(fake_backend_names())
+    raise ValueError(f"unknown noise model {name!r}; available fake backends: {names}.")
+
+
+def _bits_to_ints(bits: np.ndarray) -> np.ndarray:
+    """BitArray bytes (..., shots, n_bytes), big-endian → integer outcomes (..., shots)."""
+    n_bytes = bits.shape[-1]
+    out = np.zeros(bits.shape[:-1], dtype=np.int64)
+    for byte in range(n_bytes):
+        out = (out << 8) | bits[..., byte].astype(np.int64)
+    return out
+
+
+class AerBackend:
+    """Gate-level QAAP and QRCE on qiskit-aer, one job per op call (chunked)."""
+
+    name = "aer"
+
+    def __init__(
+        self,
+        method: str = "statevector",
+        shots: int | None = 1024,
+        noise: str | None = None,
+        seed: int = 0,
+        max_circuits_per_job: int = 4096,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown Aer method {method!r}; use one of {list(METHODS)}.")
+        if shots is not None and (
+            isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1
+        ):
+            raise ValueError(f"shots must be a positive int or None (exact); got {shots!r}.")
+        if (
+            isinstance(max_circuits_per_job, bool)
+            or not isinstance(max_circuits_per_job, (int, np.integer))
+            or max_circuits_per_job < 1
+        ):
+            raise ValueError(
+                f"max_circuits_per_job must be a positive int; got {max_circuits_per_job!r}."
+            )
+        if shots is None and noise is not None:
+            raise ValueError(
+                "shots=None is the exact, noiseless mode; a noise model needs shots "
+                f"(got noise={noise!r}). Pass shots=1024, for example."
+            )
+        self.method = method
+        self.shots = None if shots is None else int(shots)
+        self.noise = noise
+        self.seed = int(seed)
+        self.max_circuits_per_job = int(max_circuits_per_job)
+        self._rng = np.random.default_rng(self.seed)
+        self.stats = BackendStats()
+        #: post-selected shots (feature = 0, unmasked key) per (B, H, Sq) row of the last
+        #: QAAP call on a sampling backend (0 for rows not run); None in exact mode
+        self.last_qaap_shots: torch.Tensor | None = None
+
+        if noise is not None:
+            device = fake_backend(noise)
+            self._simulator = AerSimulator(
+                method=method, noise_model=NoiseModel.from_backend(device)
+            )
+            self._target = device  # templates are transpiled to the device's target
+            max_qubits = min(int(device.num_qubits), int(self._simulator.num_qubits))
+        else:
+            self._simulator = AerSimulator(method=method)
+            self._target = self._simulator
+            max_qubits = int(self._simulator.num_qubits)
+        self.capabilities = Capabilities(
+            exact=self.shots is None,
+            max_qubits=max_qubits,
+            max_circuits_per_job=self.max_circuits_per_job,
+            gradient_methods=("parameter-shift", "straight-through", "spsa"),
+            needs_transpilation=True,
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _chunks(self, n_rows: int) -> list[slice]:
+        step = self.max_circuits_per_job
+        return [slice(start, min(start + step, n_rows)) for start in range(0, n_rows, step)]
+
+    def _record(self, kernel: str, site: str, circuits: int, wall_s: float, received: int) -> None:
+        self.stats.records.append(
+            ExecutionRecord(
+                kernel=kernel,
+                site=site,
+                circuits=circuits,
+                shots=0 if self.shots is None else circuits * self.shots,
+                wall_s=wall_s,
+                bytes_received=received,
+            )
+        )
+
+    def _check_qubits(self, needed: int, what: str) -> None:
+        available = self.capabilities.max_qubits
+        if available is not None and needed > available:
+            target = self.noise or f"aer {self.method}"
+            raise ValueError(
+                f"{what} needs {needed} qubits but {target} has {available} available; "
+                "use smaller shapes, method='matrix_product_state', or another backend."
+            )
+
+    def _sample(self, circuit: Any, params: tuple[Any, ...], values: np.ndarray) -> np.ndarray:
+        """One SamplerV2 job: integer outcomes (N, shots) of register "meas"."""
+        job_seed = int(self._rng.integers(2**31 - 1))
+        sampler = SamplerV2.from_backend(self._simulator, seed=job_seed, default_shots=self.shots)
+        result = sampler.run([(circuit, {params: values})]).result()
+        bits = result[0].data.meas.array  # (N, shots, n_bytes) uint8
+        return _bits_to_ints(np.asarray(bits))
+
+    # ------------------------------------------------------------------ QAAP
+
+    def _qaap_joint(
+        self, a: int, b: int, values: np.ndarray, keep_padded: np.ndarray, site: str
+    ) -> np.ndarray:
+        """P(index = j, feature = 0) (exact) or its counts, (N, 2^a); one job per chunk."""
+        exact = self.shots is None
+        circuit, key_params, query_params = qaap_template(a, b, measure=not exact)
+        params = (*key_params, *query_params)
+        isa = transpiled(("qaap", a, b, not exact), circuit, self._target, seed=self.seed)
+        out = np.zeros((values.shape[0], 1 << a))
+        for chunk in self._chunks(values.shape[0]):
+            start = time.perf_counter()
+            rows = values[chunk]
+            if exact:
+                probe = isa.copy()
+                probe.save_probabilities()
+                binds = [{p: rows[:, col] for col, p in enumerate(params)}]
+                result = self._simulator.run(probe, parameter_binds=binds).result()
+                probs = np.stack(
+                    [np.asarray(result.data(i)["probabilities"]) for i in range(rows.shape[0])]
+                )
+                received = probs.nbytes
+                joint = probs.reshape(rows.shape[0], 1 << a, 1 << b)[:, :, 0]
+            else:
+                outcomes = self._sample(isa, params, rows)
+                received = outcomes.shape[0] * outcomes.shape[1] * ((a + b + 7) // 8)
+                feature = outcomes & ((1 << b) - 1)
+                index = outcomes >> b
+                n_rows = rows.shape[0]
+                flat = np.arange(n_rows)[:, None] * (1 << a) + index
+                joint = np.bincount(flat[feature == 0], minlength=n_rows << a).reshape(n_rows, -1)
+                joint = joint.astype(np.float64)
+            out[chunk] = joint * keep_padded[chunk]
+            self._record("qaap", site, rows.shape[0], time.perf_counter() - start, received)
+        return out
+
+    def qaap(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        is_causal: bool,
+        dropout_keep: torch.Tensor | None,
+        dropout_p: float,
+        site: str,
+    ) -> torch.Tensor:
+        """QAAP pooling from gate-level circuits; returns (B, H, Sq, Dv) in q's dtype."""
+        out_dtype = q.dtype
+        work = compute_dtype(q.dtype)
+        n_batch, n_heads, n_queries, head_dim = q.shape
+        n_keys = k.shape[-2]
+        a = max(1, (n_keys - 1).bit_length())
+        b = max(1, (head_dim - 1).bit_length())
+        self._check_qubits(a + b, f"QAAP with {n_keys} keys of width {head_dim}")
+        kf = expand_kv_heads(k, n_heads)
+        vf = expand_kv_heads(v.to(work), n_heads)
+        keep = keep_mask(attn_mask, is_causal, n_queries, n_keys, q.device)
+        shape = (n_batch, n_heads, n_queries, n_keys)
+        keep_full = (
+            torch.ones(shape, dtype=torch.bool, device=q.device)
+            if keep is None
+            else torch.broadcast_to(keep, shape)
+        )
+        n_rows = n_batch * n_heads * n_queries
+        keep_rows = keep_full.reshape(n_rows, n_keys).cpu()
+        q_rows = q.detach().reshape(n_rows, head_dim).to("cpu", torch.float64)
+        k_rows = (
+            kf.detach()[:, :, None]
+            .expand(n_batch, n_heads, n_queries, n_keys, head_dim)
+            .reshape(n_rows, n_keys, head_dim)
+            .to("cpu", torch.float64)
+        ) * keep_rows[:, :, None]
+        n_visible = keep_rows.sum(dim=1)
+        empty = n_visible == 0
+        runnable = ~empty & (q_rows.norm(dim=1) > 0) & (k_rows.flatten(1).norm(dim=1) > 0)
+
+        weights = torch.zeros(n_rows, n_keys, dtype=torch.float64)
+        solved = torch.zeros(n_rows, dtype=torch.bool)
+        rows = runnable.nonzero().flatten()
+        if rows.numel() > 0:
+            values = qaap_parameters(k_rows[rows], q_rows[rows])
+            keep_padded = np.zeros((rows.numel(), 1 << a))
+            keep_padded[:, :n_keys] = keep_rows[rows].numpy()
+            joint = torch.from_numpy(self._qaap_joint(a, b, values, keep_padded, site))
+            success = joint.sum(dim=1)
+            threshold = SUCCESS_ATOL if self.shots is None else 0.0
+            ok = success > threshold
+            good = rows[ok]
+            weights[good] = joint[ok, :n_keys] / success[ok, None]
+            solved[good] = True
+        if self.shots is not None:
+            post_selected = torch.zeros(n_rows, dtype=torch.int64)
+            if rows.numel() > 0:
+                post_selected[rows] = success.round().to(torch.int64)
+            self.last_qaap_shots = post_selected.reshape(n_batch, n_heads, n_queries)
+        fallback = ~empty & ~solved
+        uniform = keep_rows.to(torch.float64) / n_visible.clamp_min(1)[:, None]
+        weights = torch.where(fallback[:, None], uniform, weights)
+
+        counters = self.stats.site(site)
+        counters.calls += 1
+        counters.instances += n_rows
+        counters.fallback_rows += int(fallback.sum())
+        counters.empty_rows += int(empty.sum())
+
+        weights_t = weights.reshape(shape).to(device=q.device, dtype=work)
+        if dropout_keep is not None and dropout_p > 0.0:
+            weights_t = weights_t * dropout_keep.to(work) / (1.0 - dropout_p)
+        return (weights_t @ vf).to(out_dtype)
+
+    # ------------------------------------------------------------------ QRCE
+
+    def _qrce_evaluate(
+        self,
+        layer_angles: torch.Tensor,
+        layer_weights: torch.Tensor,
+        structure: QRCEStructure,
+        site: str,
+        kernel: str,
+    ) -> torch.Tensor:
+        """Features (N, 2q) float64 of N circuits with per-layer angles, one job per chunk."""
+        q = structure.n_qubits
+        self._check_qubits(q, f"QRCE with {q} qubits")
+        exact = self.shots is None
+        circuit, alpha, theta = qrce_layer_template(structure, measure=not exact)
+        params = (*alpha, *theta)
+        isa = transpiled(("qrce", structure, not exact), circuit, self._target, seed=self.seed)
+        values = qrce_layer_parameters(layer_angles, layer_weights)
+        out = np.zeros((values.shape[0], 2 * q))
+        if exact:
+            observables = [obs.apply_layout(isa.layout) for obs in qrce_observables(structure)]
+            estimator = EstimatorV2.from_backend(
+                self._simulator, options={"default_precision": 0.0}
+            )
+        for chunk in self._chunks(values.shape[0]):
+            start = time.perf_counter()
+            rows = values[chunk]
+            if exact:
+                pub = (isa, observables, {params: rows[:, None, :]})
+                evs = np.asarray(estimator.run([pub]).result()[0].data.evs)  # (N, 2q)
+                out[chunk] = evs
+                received = evs.nbytes
+            else:
+                outcomes = self._sample(isa, params, rows)  # (N, shots)
+                bits = ((outcomes[:, :, None] >> np.arange(q)) & 1).astype(np.int8)
+                ring = bits ^ np.roll(bits, -1, axis=2)
+                shots = outcomes.shape[1]
+                z = 1.0 - 2.0 * bits.sum(axis=1, dtype=np.int64) / shots
+                zz = 1.0 - 2.0 * ring.sum(axis=1, dtype=np.int64) / shots
+                out[chunk] = np.concatenate([z, zz], axis=1)
+                received = outcomes.shape[0] * shots * ((q + 7) // 8)
+            self._record(kernel, site, rows.shape[0], time.perf_counter() - start, received)
+        return torch.from_numpy(out)
+
+    def qrce(
+        self,
+        token_ids: torch.Tensor,
+        angle_table: torch.Tensor,
+        weights: torch.Tensor,
+        structure: QRCEStructure,
+        site: str,
+    ) -> torch.Tensor:
+        """QRCE features (*token_ids.shape, 2q), each unique token run once (one job)."""
+        unique_ids, inverse = unique_tokens(token_ids, angle_table, structure)
+        counters = self.stats.site(site)
+        counters.calls += 1
+        counters.instances += int(unique_ids.numel())
+        out_dtype = torch.promote_types(angle_table.dtype, weights.dtype)
+        q, n_layers = structure.n_qubits, structure.n_layers
+        if unique_ids.numel() == 0:
+            return torch.zeros(
+                (*token_ids.shape, 2 * q), dtype=out_dtype, device=angle_table.device
+            )
+        angles = angle_table.detach()[unique_ids]
+        n_tokens = angles.shape[0]
+        layer_angles = angles[:, None, :].expand(n_tokens, n_layers, q)
+        layer_weights = weights.detach()[None].expand(n_tokens, n_layers, q)
+        features = self._qrce_evaluate(layer_angles, layer_weights, structure, site, "qrce")
+        features = features.to(device=angle_table.device, dtype=out_dtype)
+        return features[inverse].reshape(*token_ids.shape, 2 * q)
+
+    def qrce_gradient(
+        self,
+        grad_out: torch.Tensor,
+        token_ids: torch.Tensor,
+        angle_table: torch.Tensor,
+        weights: torch.Tensor,
+        structure: QRCEStructure,
+        method: str,
+        site: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parameter-shift VJP: all 4·L·q shifted circuits per unique token in one job."""
+        if method != "parameter-shift":
+            raise ValueError(
+                f"the aer backend computes QRCE gradients by 'parameter-shift' only; got "
+                f"{method!r} ('straight-through' and 'spsa' are QAAP methods)."
+            )
+        from qgraph.kernels.parameter_shift import qrce_parameter_shift_vjp
+
+        unique_ids, inverse = unique_tokens(token_ids, angle_table, structure)
+        n_features = structure.n_features
+        expected = (*token_ids.shape, n_features)
+        if tuple(grad_out.shape) != expected:
+            raise ValueError(
+                f"QRCE gradient: grad_out must have the features' shape {expected}; got "
+                f"{tuple(grad_out.shape)}."
+            )
+        grad_table = torch.zeros_like(angle_table, memory_format=torch.contiguous_format)
+        if unique_ids.numel() == 0:
+            return grad_table, torch.zeros_like(weights, memory_format=torch.contiguous_format)
+        work = compute_dtype(torch.promote_types(angle_table.dtype, weights.dtype))
+        device = angle_table.device
+        # repeated tokens share one circuit: sum the upstream gradient per distinct token
+        per_token = torch.zeros(unique_ids.numel(), n_features, dtype=work, device=device)
+        per_token.index_add_(
+            0, inverse, grad_out.detach().reshape(-1, n_features).to(device=device, dtype=work)
+        )
+
+        def evaluate(layer_angles: torch.Tensor, layer_weights: torch.Tensor) -> torch.Tensor:
+            features = self._qrce_evaluate(
+                layer_angles, layer_weights, structure, site, "qrce-gradient"
+            )
+            return features.to(device=layer_angles.device, dtype=layer_angles.dtype)
+
+        grad_angles, grad_weights = qrce_parameter_shift_vjp(
+            per_token, angle_table.detach()[unique_ids], weights.detach(), structure, evaluate
+        )
+        grad_table[unique_ids] = grad_angles.to(angle_table.dtype)
+        return grad_table, grad_weights.to(weights.dtype)
+
+    def __repr__(self) -> str:
+        return (
+            f"AerBackend(method={self.method!r}, shots={self.shots!r}, noise={self.noise!r}, "
+            f"seed={self.seed}, max_circuits_per_job={self.max_circuits_per_job})"
+        )
