@@ -83,3 +83,45 @@ def test_available_lists_backends_with_capabilities(name: str) -> None:
     capabilities = qgraph.backends.available()[name]
     assert capabilities.exact == (name == "exact")
     assert get_backend(name).name == name
+
+
+def test_two_layer_model_trains_on_aer() -> None:
+    from qgraph.backends.aer import AerBackend
+
+    case = tiny_bert()
+    backend = AerBackend(shots=512, seed=0)
+    cm = qgraph.compile(case.model, case.args, case.kwargs, backend=backend, qrce_qubits=3)
+    losses = train(cm, case, steps=12, lr=1e-2)
+    assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
+    kinds = [r.kernel for r in backend.stats.records]
+    assert kinds.count("qaap") == 2 * 12 and kinds.count("qrce") == 12
+
+
+def test_exact_aer_matches_the_exact_backend_through_a_compiled_model() -> None:
+    from qgraph.backends.aer import AerBackend
+
+    case = tiny_bert()
+    reference = qgraph.compile(case.model, case.args, case.kwargs, qrce_qubits=3)
+    aer = qgraph.compile(
+        case.model, case.args, case.kwargs, backend=AerBackend(shots=None), qrce_qubits=3
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(
+            aer(*case.args, **case.kwargs).last_hidden_state,
+            reference(*case.args, **case.kwargs).last_hidden_state,
+            rtol=1e-4,
+            atol=1e-4,
+        )
+
+
+def test_one_forward_on_ibm_in_local_testing_mode() -> None:
+    from qgraph.backends.ibm import IBMBackend
+
+    case = hf_model("bert", layers=1, hidden=4, heads=2, vocab=12, batch=1, seq_len=2)
+    backend = IBMBackend(device="fake_santiago", shots=256, seed=0)
+    cm = qgraph.compile(
+        case.model, case.args, case.kwargs, backend=backend, qrce_qubits=2, qrce_layers=1
+    )
+    out = cm(*case.args, **case.kwargs).last_hidden_state
+    assert out.shape == (1, 2, 4) and torch.isfinite(out).all()
+    assert [r.kernel for r in backend.stats.records] == ["qrce", "qaap"]
