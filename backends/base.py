@@ -29,7 +29,8 @@ GRADIENT_METHODS: dict[str, tuple[str, ...]] = {
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend can do. ``compile`` checks gradient requests against
-    ``gradient_methods``; backends enforce their own qubit and job-size limits when they run."""
+    ``gradient_methods`` (straight-through, the closed-form backward, is always available);
+    backends enforce their own qubit and job-size limits when they run."""
 
     exact: bool  # results are exact expectation values / probabilities, not samples
     max_qubits: int | None  # None: limited only by memory
@@ -47,7 +48,7 @@ class Capabilities:
 class ExecutionRecord:
     """One job (or one batched evaluation) a backend ran."""
 
-    kernel: str  # "qaap", "qrce", "qrce-gradient", "qaap-spsa"
+    kernel: str  # "qaap" (SPSA's perturbed pair included), "qrce", "qrce-gradient"
     site: str
     circuits: int  # circuit instances (parameter sets) in the job
     shots: int  # total shots over all circuits (0 on exact backends)

@@ -15,7 +15,7 @@ class PropertySet(dict[str, Any]):
 class _Pass(ABC):
     #: property names that must be present before this pass runs
     requires: ClassVar[tuple[str, ...]] = ()
-    #: property names this pass provides (analysis) or consumes last (rewrite)
+    #: property names this pass writes; the pass manager checks they are there afterwards
     provides: ClassVar[tuple[str, ...]] = ()
 
     @property

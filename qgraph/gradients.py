@@ -11,8 +11,8 @@ KERNELS = ("qaap", "qrce")
 
 
 def default_gradient(kernel: str, capabilities: Capabilities) -> str:
-    """Autograd where the backend is exact; otherwise straight-through (QAAP) or
-    parameter shift (QRCE), the methods DESIGN.md names as defaults for sampled backends."""
+    """Autograd where the backend is exact; otherwise straight-through for QAAP (DESIGN.md's
+    first option: it costs no circuits) and parameter shift for QRCE (exact for its gates)."""
     if capabilities.differentiable:
         return "autograd"
     return "straight-through" if kernel == "qaap" else "parameter-shift"

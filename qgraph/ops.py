@@ -2,9 +2,10 @@
 
 Each is a ``torch.library.custom_op`` with a fake (shape) implementation and an autograd
 formula, so torch.export, torch.compile and the ONNX exporter see one opaque node per
-offloaded region. The forward dispatches to a backend by name (bound by lowering); the
-backward is its own op computing the exact closed-form vector-Jacobian product, which is
-autograd on the exact backend and the straight-through estimator on sampled ones.
+offloaded region. The forward dispatches to a backend by registry key (bound by lowering).
+The backward is its own op, dispatched on the ``gradient`` argument: QAAP by the closed
+form's VJP (autograd on the exact backend, straight-through on sampled ones) or by SPSA on
+the backend; QRCE by the backend's ``qrce_gradient`` (autograd or parameter shift).
 """
 
 from __future__ import annotations

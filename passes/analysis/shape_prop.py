@@ -44,7 +44,8 @@ class ShapePropagation(AnalysisPass):
         # The run must leave no trace: a graph captured in training mode updates buffers it
         # shares with the user's model (BatchNorm statistics) and draws dropout masks.
         saved = {name: b.clone() for name, b in gm.named_buffers()}
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices):
             try:
                 recorder.run(*props["example_inputs"])
             finally:

@@ -8,6 +8,8 @@ product as
 
 which is unbiased up to O(c²) for smooth f (Spall 1992). Its variance grows with the number
 of inputs: that is the price of needing only two evaluations, whatever the dimension.
+The directions come from torch's global generator (``torch.manual_seed`` reproduces them),
+not from the backend's seed.
 """
 
 from __future__ import annotations
