@@ -28,7 +28,13 @@ test: $(STAMP) lint
 test-all: $(STAMP) lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_FLAGS)
 
-bench: $(STAMP)
+BENCH_STAMP := .venv/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS),bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
 
 clean:
