@@ -61,7 +61,7 @@ def overlap(quick: bool, trace: Path | None) -> tuple[dict[str, Any], dict[str, 
         "bert", layers=6, hidden=hidden, heads=4, vocab=2000, batch=batch, seq_len=seq_len
     )
     backend = LatencyBackend("exact", LATENCY_S)
-    cm = qgraph.compile(case.model, case.args, case.kwargs, backend=backend)
+    cm = qgraph.compile(case.model, case.args, case.kwargs, backend=backend, policy="all")
     schedulers = {k: HybridScheduler(cm, microbatches=k, cache=False) for k in ks}
     walls: dict[int, list[float]] = {k: [] for k in ks}
     paths: dict[int, list[tuple[float, float]]] = {k: [] for k in ks}
@@ -150,7 +150,7 @@ def jobs_per_step(quick: bool) -> tuple[dict[str, Any], float]:
         case = hf_model("bert", layers=6, hidden=64, heads=4, vocab=500, batch=batch, seq_len=16)
         inner = ShotsBackend(shots=1024, seed=0)
         backend = LatencyBackend(inner, 0.0)  # no latency: counts calls per method
-        cm = qgraph.compile(case.model, case.args, case.kwargs, backend=backend)
+        cm = qgraph.compile(case.model, case.args, case.kwargs, backend=backend, policy="all")
         optimizer = torch.optim.SGD(cm.parameters(), lr=1e-3)
         for k in (1, 2):
             with HybridScheduler(cm, microbatches=k) as scheduler:

@@ -8,7 +8,7 @@ print(cm.report)
 from __future__ import annotations
 
 import qgraph.ops  # noqa: F401  (registers torch.ops.qgraph.*)
-from qgraph.api import CompiledModule, compile
+from qgraph.api import CompiledModule, compile, devices, explain
 from qgraph.errors import CaptureError, InputError, PolicyError, QGraphError, UnknownBackendError
 from qgraph.report import Report
 from qgraph.site import Site
@@ -26,4 +26,6 @@ __all__ = [
     "UnknownBackendError",
     "__version__",
     "compile",
+    "devices",
+    "explain",
 ]

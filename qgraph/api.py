@@ -21,6 +21,14 @@ from qgraph.capture import (
     raise_if_model_fails,
     with_cache_disabled,
 )
+from qgraph.costing import (
+    DEFAULT_CLASSICAL_DEVICE,
+    DEFAULT_DEVICE,
+    CostOptions,
+    SiteCosts,
+    cost_sites,
+    explain_site,
+)
 from qgraph.errors import InputError
 from qgraph.gradients import resolve_gradients
 from qgraph.layers import QRCEEmbedding
@@ -118,6 +126,7 @@ class CompiledModule(nn.Module):
         *,
         backend: str,
         gradients: dict[str, str],
+        costs: CostOptions | None,
         policy: PolicyLike,
         embedding_tables: Sequence[str],
         qrce_qubits: int,
@@ -132,6 +141,8 @@ class CompiledModule(nn.Module):
         self._id = next(_compile_ids)
         self._backend = backend
         self._gradients = gradients
+        self._costs = costs
+        self.site_costs: dict[str, SiteCosts] = {}
         self._policy = policy
         self._embedding_tables = tuple(embedding_tables)
         self._qrce = QRCEOptions(qrce_qubits, qrce_layers, qrce_init)
@@ -172,8 +183,20 @@ class CompiledModule(nn.Module):
             raise_if_model_fails(self._model, tuple(args), kwargs)
             raise
         sites: list[Site] = props["sites"]
+        if self._costs is not None and first:
+            self.site_costs = cost_sites(sites, self._costs)
+            self.report.device = self._costs.device
         for site in sites:
-            decide(site, self._policy, self._embedding_tables)
+            costs = self.site_costs.get(site.key)
+            if costs is not None and not first:  # later captures reuse the report's estimates
+                site.costs = self.report_site(site.key).costs
+                site.classical_s = self.report_site(site.key).classical_s
+            decide(
+                site,
+                self._policy,
+                self._embedding_tables,
+                costs.verdict if costs is not None else None,
+            )
         self._make_layers(gm, sites, props)
         props["site_labels"] = {s.index: f"{self._id}:{s.key}" for s in sites}
         props["quantum_layers"] = self.quantum_layers
@@ -266,6 +289,13 @@ class CompiledModule(nn.Module):
         with self._model_in_mode():
             return self._model(*args, **kwargs)
 
+    def report_site(self, key: str) -> Site:
+        """The report's site with this key."""
+        for site in self.report.sites:
+            if site.key == key:
+                return site
+        raise KeyError(f"no site {key!r}; sites: {[s.key for s in self.report.sites]}")
+
     def _note_different_decisions(self, sites: list[Site]) -> None:
         """Say so in the report when a later capture (mode, shape) decided differently."""
         reported = {s.key: s.decision for s in self.report.sites}
@@ -321,7 +351,12 @@ def compile(
     *,
     backend: str | Backend = "exact",
     gradient: str | Mapping[str, str] = "auto",
-    policy: PolicyLike = "all",
+    policy: PolicyLike = "auto",
+    device: str | None = None,
+    precision: float = 0.03,
+    min_fidelity: float = 0.5,
+    classical_device: str = DEFAULT_CLASSICAL_DEVICE,
+    report_devices: Sequence[str] = (),
     embedding_tables: Sequence[str] = ("word",),
     qrce_qubits: int = 8,
     qrce_layers: int = 2,
@@ -340,8 +375,16 @@ def compile(
         gradient: ``"auto"`` (autograd on exact backends; straight-through for QAAP and
             parameter shift for QRCE on sampled ones), a method name, or a dict per kernel
             (``{"qaap": "spsa"}``); checked against what the backend supports.
-        policy: ``"all"`` (every supported site), ``"none"`` (no rewrite) or a callable
-            ``Site -> bool``.
+        policy: ``"auto"`` (offload where the cost model predicts the quantum op faster on
+            ``device`` with fidelity ≥ ``min_fidelity``), ``"all"`` (every supported site),
+            ``"none"`` (no rewrite) or a callable ``Site -> bool``.
+        device: the quantum device the cost model decides for (``qgraph.devices()``);
+            default ``ibm_heron_r2`` under "auto"; naming one also costs the sites under any
+            other policy, for the report.
+        precision: target standard error ε of each estimated value (shots ≈ 1/ε²).
+        min_fidelity: the lowest expected circuit fidelity "auto" accepts.
+        classical_device: the classical baseline (``cpu_local`` is calibrated here).
+        report_devices: more quantum devices to cost for the report (not for the decision).
         embedding_tables: which embedding tables are candidates (word, position, token_type).
         qrce_qubits, qrce_layers: QRCE circuit size.
         qrce_init: ``"distill"`` (fit QRCE to the original table) or ``"random"``.
@@ -356,6 +399,18 @@ def compile(
     backend_key = resolve(backend)
     gradients = resolve_gradients(gradient, backend_key, get_backend(backend_key).capabilities)
     validate_policy(policy, embedding_tables)
+    costs = None
+    if policy == "auto" or device is not None or report_devices:
+        costs = CostOptions(
+            device=device or DEFAULT_DEVICE,
+            classical_device=classical_device,
+            precision=precision,
+            min_fidelity=min_fidelity,
+            report_devices=tuple(report_devices),
+            qrce_qubits=qrce_qubits,
+            qrce_layers=qrce_layers,
+        )
+        costs.validate()
     if not isinstance(qrce_qubits, int) or qrce_qubits < 2:
         raise InputError(f"qrce_qubits must be an integer ≥ 2; got {qrce_qubits!r}.")
     if not isinstance(qrce_layers, int) or qrce_layers < 1:
@@ -368,6 +423,7 @@ def compile(
         dict(example_kwargs),
         backend=backend_key,
         gradients=gradients,
+        costs=costs,
         policy=policy,
         embedding_tables=embedding_tables,
         qrce_qubits=qrce_qubits,
@@ -376,3 +432,31 @@ def compile(
         seed=seed,
         frontend=frontend,
     )
+
+
+def explain(cm: CompiledModule, site: int | str | Site, *, file: Any = None) -> str:
+    """Print (and return) the full arithmetic of one site's decision.
+
+    ``site`` is a Site, its index in ``cm.report.sites``, or its key/path.
+    """
+    if isinstance(site, Site):
+        chosen = site
+    elif isinstance(site, int):
+        if not 0 <= site < len(cm.report.sites):
+            raise InputError(f"no site {site}; the report has {len(cm.report.sites)} sites.")
+        chosen = cm.report.sites[site]
+    else:
+        matches = [s for s in cm.report.sites if site in (s.key, s.path)]
+        if not matches:
+            raise InputError(f"no site {site!r}; sites: {[s.key for s in cm.report.sites]}.")
+        chosen = matches[0]
+    text = explain_site(chosen, cm.site_costs.get(chosen.key))
+    print(text, file=file)
+    return text
+
+
+def devices() -> list[Any]:
+    """The device profiles the cost model knows (quantum, simulators, classical)."""
+    from qgraph.costmodel import devices as all_devices
+
+    return all_devices()

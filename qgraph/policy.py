@@ -8,20 +8,15 @@ from qgraph.errors import PolicyError
 from qgraph.site import Site
 
 PolicyLike = str | Callable[[Site], bool]
-POLICY_NAMES = ("all", "none")
+POLICY_NAMES = ("auto", "all", "none")
 EMBEDDING_TABLES = ("word", "position", "token_type", "other")
 
 
 def validate_policy(policy: PolicyLike, embedding_tables: Sequence[str]) -> None:
     """Raise PolicyError for an unknown policy or embedding-table name."""
-    if policy == "auto":
-        raise PolicyError(
-            "policy='auto' needs the cost model, which qgraph does not have yet; use "
-            "policy='all' (offload every supported site), 'none', or a callable site -> bool."
-        )
     if not callable(policy) and policy not in POLICY_NAMES:
         raise PolicyError(
-            f"unknown policy {policy!r}; use 'all', 'none', or a callable site -> bool."
+            f"unknown policy {policy!r}; use 'auto', 'all', 'none', or a callable site -> bool."
         )
     unknown = [t for t in embedding_tables if t not in EMBEDDING_TABLES]
     if unknown:
@@ -30,8 +25,16 @@ def validate_policy(policy: PolicyLike, embedding_tables: Sequence[str]) -> None
         )
 
 
-def decide(site: Site, policy: PolicyLike, embedding_tables: Sequence[str]) -> None:
-    """Set ``site.decision``, ``site.op`` and ``site.reason`` under ``policy``."""
+def decide(
+    site: Site,
+    policy: PolicyLike,
+    embedding_tables: Sequence[str],
+    verdict: tuple[bool, str] | None = None,
+) -> None:
+    """Set ``site.decision``, ``site.op`` and ``site.reason`` under ``policy``.
+
+    ``verdict`` is the cost model's (offload, reason) for the site, used by "auto".
+    """
     site.op, site.decision = None, "classical"
     if not site.supported:
         site.reason = f"not supported: {site.support_reason}"
@@ -45,19 +48,23 @@ def decide(site: Site, policy: PolicyLike, embedding_tables: Sequence[str]) -> N
     if policy == "none":
         site.reason = "policy 'none' rewrites nothing."
         return
-    if policy == "all":
+    if policy == "auto":
+        if verdict is None:
+            raise PolicyError(f"policy 'auto' has no cost estimate for site {site.key!r}.")
+        chosen, why = verdict[0], f"auto: {verdict[1]}."
+    elif policy == "all":
         chosen, why = True, "policy 'all' offloads every supported site."
     else:
         assert callable(policy)
-        verdict = policy(site)
-        if not isinstance(verdict, bool):
+        answer = policy(site)
+        if not isinstance(answer, bool):
             raise PolicyError(
-                f"the policy callable returned {type(verdict).__name__} for site {site.path!r}; "
+                f"the policy callable returned {type(answer).__name__} for site {site.path!r}; "
                 "it must return True (quantum) or False (classical)."
             )
-        chosen = verdict
+        chosen = answer
         name = getattr(policy, "__name__", type(policy).__name__)
-        why = f"policy {name} returned {verdict}."
+        why = f"policy {name} returned {answer}."
     if chosen:
         site.op, site.decision = site.quantum_op_for_kind, "quantum"
     site.reason = why

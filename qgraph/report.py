@@ -24,6 +24,16 @@ COLUMNS: tuple[str, ...] = (
     "mask_kind",
     "reason",
 )
+#: columns added when the sites were costed: the decision device's predictions
+COST_COLUMNS: tuple[str, ...] = ("device", "quantum s", "classical s", "fidelity", "usd")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
 
 
 def _shape_summary(site: Site) -> str:
@@ -44,6 +54,7 @@ class Report:
     backend: str
     policy: str
     sites: list[Site] = field(default_factory=list)
+    device: str | None = None  # the quantum device the sites were costed for
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -51,13 +62,29 @@ class Report:
         """The sites that were rewritten into quantum ops."""
         return [s for s in self.sites if s.decision == "quantum"]
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The table's columns: the cost columns too when the sites were costed."""
+        return COLUMNS + COST_COLUMNS if self.device else COLUMNS
+
     def rows(self) -> list[dict[str, Any]]:
         """One plain dict per site with the report's columns."""
         rows = []
         for site in self.sites:
             row = {c: getattr(site, c, None) for c in COLUMNS if c != "shape"}
             row["shape"] = _shape_summary(site)
-            rows.append({c: row[c] for c in COLUMNS})
+            if self.device:
+                cost = site.costs.get(self.device, {})
+                row.update(
+                    {
+                        "device": self.device if cost else None,
+                        "quantum s": cost.get("time_s"),
+                        "classical s": site.classical_s,
+                        "fidelity": cost.get("fidelity"),
+                        "usd": cost.get("money_usd"),
+                    }
+                )
+            rows.append({c: row[c] for c in self.columns})
         return rows
 
     def to_dicts(self) -> list[dict[str, Any]]:
@@ -67,7 +94,7 @@ class Report:
     def to_csv(self) -> str:
         """The table as CSV text."""
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS))
+        writer = csv.DictWriter(buffer, fieldnames=list(self.columns))
         writer.writeheader()
         writer.writerows(self.rows())
         return buffer.getvalue()
@@ -78,11 +105,12 @@ class Report:
             f"backend={self.backend}, policy={self.policy})",
             show_lines=False,
         )
-        for column in COLUMNS:
+        for column in self.columns:
             table.add_column(column, overflow="fold")
         for row in self.rows():
-            table.add_row(*("" if row[c] is None else str(row[c]) for c in COLUMNS))
-        console = Console(width=160, record=True, file=io.StringIO(), color_system=None)
+            table.add_row(*(_cell(row[c]) for c in self.columns))
+        width = 200 if self.device else 160
+        console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
         console.print(table)
         counts = (
             f"{len(self.sites)} sites, {len(self.quantum_sites)} quantum "

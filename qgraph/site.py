@@ -31,6 +31,8 @@ class Site:
     op: Literal["qaap", "qrce"] | None = None  # the quantum op it became, when it did
     decision: Decision = "classical"
     reason: str = ""
+    costs: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> estimate summary
+    classical_s: float | None = None  # predicted classical time of the region (roofline)
     flops: int = 0  # classical FLOPs of the region at the example shapes
     bytes: int = 0  # bytes read and written by the region at the example shapes
     # attention

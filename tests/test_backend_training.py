@@ -41,7 +41,13 @@ def test_parameter_shift_through_the_compiled_model_equals_autograd() -> None:
     for method in ("autograd", "parameter-shift"):
         model = copy.deepcopy(case.model).double()
         cm = qgraph.compile(
-            model, case.args, case.kwargs, gradient=method, qrce_qubits=3, qrce_layers=2
+            model,
+            case.args,
+            case.kwargs,
+            gradient=method,
+            qrce_qubits=3,
+            qrce_layers=2,
+            policy="all",
         )
         cm(*case.args, **case.kwargs).last_hidden_state.square().sum().backward()
         layer = next(iter(cm.quantum_layers.values()))
@@ -53,7 +59,9 @@ def test_parameter_shift_through_the_compiled_model_equals_autograd() -> None:
 def test_two_layer_model_trains_on_the_shots_backend() -> None:
     case = tiny_bert()
     backend = ShotsBackend(shots=512, seed=0)
-    cm = qgraph.compile(case.model, case.args, case.kwargs, backend=backend, qrce_qubits=3)
+    cm = qgraph.compile(
+        case.model, case.args, case.kwargs, backend=backend, qrce_qubits=3, policy="all"
+    )
     assert "qaap by straight-through" in str(cm.report) and "qrce by parameter-shift" in str(
         cm.report
     )
@@ -70,7 +78,13 @@ def test_spsa_trains_on_the_shots_backend() -> None:
     case = tiny_bert()
     backend = ShotsBackend(shots=512, seed=1)
     cm = qgraph.compile(
-        case.model, case.args, case.kwargs, backend=backend, gradient="spsa", qrce_qubits=3
+        case.model,
+        case.args,
+        case.kwargs,
+        backend=backend,
+        gradient="spsa",
+        qrce_qubits=3,
+        policy="all",
     )
     losses = train(cm, case, steps=12, lr=1e-2)
     assert sum(losses[-3:]) / 3 < losses[0], losses
@@ -90,7 +104,9 @@ def test_two_layer_model_trains_on_aer() -> None:
 
     case = tiny_bert()
     backend = AerBackend(shots=512, seed=0)
-    cm = qgraph.compile(case.model, case.args, case.kwargs, backend=backend, qrce_qubits=3)
+    cm = qgraph.compile(
+        case.model, case.args, case.kwargs, backend=backend, qrce_qubits=3, policy="all"
+    )
     losses = train(cm, case, steps=12, lr=1e-2)
     assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
     kinds = [r.kernel for r in backend.stats.records]
@@ -101,9 +117,14 @@ def test_exact_aer_matches_the_exact_backend_through_a_compiled_model() -> None:
     from qgraph.backends.aer import AerBackend
 
     case = tiny_bert()
-    reference = qgraph.compile(case.model, case.args, case.kwargs, qrce_qubits=3)
+    reference = qgraph.compile(case.model, case.args, case.kwargs, qrce_qubits=3, policy="all")
     aer = qgraph.compile(
-        case.model, case.args, case.kwargs, backend=AerBackend(shots=None), qrce_qubits=3
+        case.model,
+        case.args,
+        case.kwargs,
+        backend=AerBackend(shots=None),
+        qrce_qubits=3,
+        policy="all",
     )
     with torch.no_grad():
         torch.testing.assert_close(
@@ -120,7 +141,13 @@ def test_one_forward_on_ibm_in_local_testing_mode() -> None:
     case = hf_model("bert", layers=1, hidden=4, heads=2, vocab=12, batch=1, seq_len=2)
     backend = IBMBackend(device="fake_santiago", shots=256, seed=0)
     cm = qgraph.compile(
-        case.model, case.args, case.kwargs, backend=backend, qrce_qubits=2, qrce_layers=1
+        case.model,
+        case.args,
+        case.kwargs,
+        backend=backend,
+        qrce_qubits=2,
+        qrce_layers=1,
+        policy="all",
     )
     out = cm(*case.args, **case.kwargs).last_hidden_state
     assert out.shape == (1, 2, 4) and torch.isfinite(out).all()

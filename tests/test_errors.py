@@ -26,7 +26,7 @@ def bert():
 
 def test_uncapturable_model_names_the_line_and_the_fix() -> None:
     with pytest.raises(qgraph.CaptureError) as info:
-        qgraph.compile(DataDependent(), (torch.randn(3),))
+        qgraph.compile(DataDependent(), (torch.randn(3),), policy="all")
     message = str(info.value)
     assert "torch.export could not capture DataDependent" in message
     assert "test_errors.py" in message and "if x.sum() > 0" in message
@@ -35,18 +35,18 @@ def test_uncapturable_model_names_the_line_and_the_fix() -> None:
 
 def test_not_a_module() -> None:
     with pytest.raises(qgraph.InputError, match=r"takes a torch\.nn\.Module; got function"):
-        qgraph.compile(lambda x: x, (torch.randn(2),))
+        qgraph.compile(lambda x: x, (torch.randn(2),), policy="all")
 
 
 def test_example_inputs_not_a_tuple(bert) -> None:
     with pytest.raises(qgraph.InputError, match=r"must be a tuple .* Wrap a single tensor"):
-        qgraph.compile(bert.model, bert.args[0])
+        qgraph.compile(bert.model, bert.args[0], policy="all")
 
 
 def test_example_inputs_the_model_does_not_take() -> None:
     encoder = PANEL["encoder"]()
     with pytest.raises(qgraph.InputError, match=r"do not fit EncoderClassifier\.forward"):
-        qgraph.compile(encoder.model, encoder.args, {"no_such_argument": 1})
+        qgraph.compile(encoder.model, encoder.args, {"no_such_argument": 1}, policy="all")
 
 
 def test_inputs_in_var_keyword_capture_statically_and_recapture_per_shape(bert) -> None:
@@ -64,14 +64,14 @@ def test_inputs_in_var_keyword_capture_statically_and_recapture_per_shape(bert) 
 def test_example_inputs_the_model_fails_on(bert) -> None:
     bad_ids = torch.full((2, 8), 10_000)  # beyond the 1,000-token vocabulary
     with pytest.raises(qgraph.InputError, match="itself fails on the example inputs"):
-        qgraph.compile(bert.model, (bad_ids,), frontend="export")
+        qgraph.compile(bert.model, (bad_ids,), frontend="export", policy="all")
 
 
 def test_unknown_backend_lists_the_known_ones(bert) -> None:
     with pytest.raises(
         qgraph.UnknownBackendError, match=r"unknown backend 'qpu'; known backends: exact"
     ):
-        qgraph.compile(bert.model, bert.args, bert.kwargs, backend="qpu")
+        qgraph.compile(bert.model, bert.args, bert.kwargs, backend="qpu", policy="all")
     assert "exact" in available()
     assert get_backend("exact").capabilities.differentiable
 
@@ -81,9 +81,25 @@ def test_unknown_policy(bert) -> None:
         qgraph.compile(bert.model, bert.args, bert.kwargs, policy="most")
 
 
-def test_auto_policy_is_not_available_yet(bert) -> None:
-    with pytest.raises(qgraph.PolicyError, match="policy='auto' needs the cost model"):
-        qgraph.compile(bert.model, bert.args, bert.kwargs, policy="auto")
+def test_auto_policy_with_an_unknown_device_lists_the_known_ones(bert) -> None:
+    with pytest.raises(
+        qgraph.InputError, match=r"unknown device 'ibm_condor'; known devices: .*ibm_heron_r2"
+    ):
+        qgraph.compile(bert.model, bert.args, bert.kwargs, device="ibm_condor")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("precision", 0.0, r"precision must lie in \(0, 1\]"),
+        ("min_fidelity", 1.5, r"min_fidelity must lie in \[0, 1\]"),
+        ("device", "cpu_local", "is classical; name a quantum device"),
+        ("classical_device", "ibm_heron_r2", "is not classical"),
+    ],
+)
+def test_bad_cost_options(bert, option: str, value: object, message: str) -> None:
+    with pytest.raises(qgraph.InputError, match=message):
+        qgraph.compile(bert.model, bert.args, bert.kwargs, **{option: value})
 
 
 def test_policy_callable_must_return_bool(bert) -> None:
@@ -93,7 +109,9 @@ def test_policy_callable_must_return_bool(bert) -> None:
 
 def test_unknown_embedding_table(bert) -> None:
     with pytest.raises(qgraph.PolicyError, match="unknown embedding table"):
-        qgraph.compile(bert.model, bert.args, bert.kwargs, embedding_tables=("words",))
+        qgraph.compile(
+            bert.model, bert.args, bert.kwargs, embedding_tables=("words",), policy="all"
+        )
 
 
 @pytest.mark.parametrize(
@@ -107,4 +125,4 @@ def test_unknown_embedding_table(bert) -> None:
 )
 def test_bad_options(bert, option: str, value: object, message: str) -> None:
     with pytest.raises(qgraph.InputError, match=message):
-        qgraph.compile(bert.model, bert.args, bert.kwargs, **{option: value})
+        qgraph.compile(bert.model, bert.args, bert.kwargs, **{option: value}, policy="all")

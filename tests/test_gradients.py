@@ -63,7 +63,7 @@ def test_bad_gradient_requests(gradient, capabilities, message: str) -> None:
 def test_compile_rejects_a_gradient_the_backend_cannot_give() -> None:
     case = PANEL["bert"]()
     with pytest.raises(qgraph.InputError, match="cannot compute gradients by 'spsa'"):
-        qgraph.compile(case.model, case.args, case.kwargs, gradient="spsa")
+        qgraph.compile(case.model, case.args, case.kwargs, gradient="spsa", policy="all")
 
 
 def test_spsa_estimate_is_unbiased_for_qaap() -> None:
@@ -96,7 +96,7 @@ def test_configured_backend_instances_get_their_own_key() -> None:
     assert key.startswith("exact#") and get_backend(key) is backend
     assert register(backend) == key
     case = PANEL["bert"]()
-    cm = qgraph.compile(case.model, case.args, case.kwargs, backend=backend)
+    cm = qgraph.compile(case.model, case.args, case.kwargs, backend=backend, policy="all")
     cm(*case.args, **case.kwargs)
     assert sum(c.calls for c in backend.stats.per_site.values()) == 3  # 2 qaap + 1 qrce
     with pytest.raises(qgraph.UnknownBackendError, match="is not a qgraph backend"):

@@ -20,7 +20,11 @@ def _quantum_paths(cm: qgraph.CompiledModule) -> list[str]:
 
 def test_position_and_token_type_tables_can_be_opted_in(bert) -> None:
     cm = qgraph.compile(
-        bert.model, bert.args, bert.kwargs, embedding_tables=("word", "position", "token_type")
+        bert.model,
+        bert.args,
+        bert.kwargs,
+        embedding_tables=("word", "position", "token_type"),
+        policy="all",
     )
     embeddings = [s for s in cm.report.sites if s.kind == "embedding"]
     assert {s.table for s in embeddings} == {"word", "position", "token_type"}
@@ -64,7 +68,7 @@ def test_autocast_runs_the_quantum_ops(bert) -> None:
 
 
 def test_report_exports(bert) -> None:
-    cm = qgraph.compile(bert.model, bert.args, bert.kwargs)
+    cm = qgraph.compile(bert.model, bert.args, bert.kwargs, policy="all")
     rows = cm.report.rows()
     assert [r["path"] for r in rows] == [s.path for s in cm.report.sites]
     csv_text = cm.report.to_csv()

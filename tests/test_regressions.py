@@ -26,7 +26,7 @@ class TwoTables(nn.Module):
 def test_two_tables_in_one_module_get_their_own_layers() -> None:
     words, tags = torch.randint(0, 30, (2, 5)), torch.randint(0, 70, (2, 5))
     cm = qgraph.compile(
-        TwoTables(), (words, tags), embedding_tables=("word", "other"), qrce_qubits=2
+        TwoTables(), (words, tags), embedding_tables=("word", "other"), qrce_qubits=2, policy="all"
     )
     keys = [s.key for s in cm.report.sites]
     assert keys == ["<root>", "<root>#1"]
@@ -64,7 +64,7 @@ def test_compiling_in_training_mode_leaves_buffers_and_rng_alone() -> None:
 def test_eval_stops_dropout_with_the_symbolic_trace_frontend() -> None:
     model = NormAndDropout().train()
     ids = torch.randint(0, 20, (2, 6))
-    cm = qgraph.compile(model, (ids,), frontend="symbolic_trace", qrce_qubits=2)
+    cm = qgraph.compile(model, (ids,), frontend="symbolic_trace", qrce_qubits=2, policy="all")
     cm.eval()
     with torch.no_grad():
         assert torch.equal(cm(ids), cm(ids))

@@ -35,7 +35,7 @@ def case() -> ModelCase:
 
 @pytest.fixture(scope="module")
 def exact_cm(case: ModelCase) -> qgraph.CompiledModule:
-    return qgraph.compile(case.model, case.args, case.kwargs, qrce_qubits=4)
+    return qgraph.compile(case.model, case.args, case.kwargs, qrce_qubits=4, policy="all")
 
 
 def slices(case: ModelCase, k: int) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
@@ -106,7 +106,7 @@ def test_autograd_through_run_and_concurrent_backward(
 
 
 def test_qrce_cache_is_invalidated_by_an_optimizer_step(case: ModelCase) -> None:
-    cm = qgraph.compile(case.model, case.args, case.kwargs, qrce_qubits=4)
+    cm = qgraph.compile(case.model, case.args, case.kwargs, qrce_qubits=4, policy="all")
     scheduler = HybridScheduler(cm)
     with torch.no_grad():
         before = scheduler.run(*case.args, **case.kwargs).last_hidden_state
@@ -206,7 +206,7 @@ def test_latency_wraps_only_backends() -> None:
 def test_pipelining_overlaps_latency(case: ModelCase) -> None:
     latency = 0.05
     cm = qgraph.compile(
-        case.model, case.args, case.kwargs, backend=LatencyBackend("exact", latency)
+        case.model, case.args, case.kwargs, backend=LatencyBackend("exact", latency), policy="all"
     )
     with torch.no_grad(), HybridScheduler(cm, microbatches=2, cache=False) as scheduler:
         scheduler.run(*case.args, **case.kwargs)  # warm-up
@@ -277,7 +277,9 @@ def test_one_job_per_quantum_call_on_a_sampled_backend(batch: int) -> None:
     case = small_bert(batch)
     inner = ShotsBackend(shots=128, seed=0)
     backend = LatencyBackend(inner, 0.0)  # counts the calls
-    cm = qgraph.compile(case.model, case.args, case.kwargs, backend=backend, qrce_qubits=4)
+    cm = qgraph.compile(
+        case.model, case.args, case.kwargs, backend=backend, qrce_qubits=4, policy="all"
+    )
     optimizer = torch.optim.SGD(cm.parameters(), lr=1e-3)
     scheduler = HybridScheduler(cm, microbatches=2)
     jobs_before, calls_before = len(inner.stats.records), sum(backend.calls.values())
@@ -326,7 +328,9 @@ def test_partition_dag_is_acyclic_where_naive_grouping_is_not() -> None:
 
 
 def test_partition_dag_of_a_run_bounds_the_step(case: ModelCase) -> None:
-    cm = qgraph.compile(case.model, case.args, case.kwargs, backend=LatencyBackend("exact", 0.02))
+    cm = qgraph.compile(
+        case.model, case.args, case.kwargs, backend=LatencyBackend("exact", 0.02), policy="all"
+    )
     with torch.no_grad(), HybridScheduler(cm, cache=False) as scheduler:
         scheduler.run(*case.args, **case.kwargs)
     dag = scheduler.partition_dag()

@@ -1,0 +1,118 @@
+"""Costing the sites of a compiled model with the cost model, for ``policy="auto"``.
+
+For every supported site this predicts the quantum op's time, fidelity and money on the
+chosen device (and any extra report devices) and the classical roofline time of the region
+it would replace; ``policy="auto"`` then offloads where the quantum side is predicted faster
+and the fidelity clears ``min_fidelity`` (``qgraph.costmodel.decide``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from qgraph.errors import InputError
+from qgraph.site import Site
+
+#: the device policy "auto" decides for when none is named
+DEFAULT_DEVICE = "ibm_heron_r2"
+DEFAULT_CLASSICAL_DEVICE = "cpu_local"
+
+
+@dataclass(frozen=True)
+class CostOptions:
+    """What to cost against and how strictly."""
+
+    device: str = DEFAULT_DEVICE
+    classical_device: str = DEFAULT_CLASSICAL_DEVICE
+    precision: float = 0.03
+    min_fidelity: float = 0.5
+    report_devices: tuple[str, ...] = ()
+    qrce_qubits: int = 8
+    qrce_layers: int = 2
+
+    def validate(self) -> None:
+        """Raise InputError for an unknown device or an out-of-range number."""
+        from qgraph.costmodel import device_names, load
+
+        for name in (self.device, self.classical_device, *self.report_devices):
+            try:
+                load(name)
+            except ValueError:
+                raise InputError(
+                    f"unknown device {name!r}; known devices: {', '.join(device_names())}."
+                ) from None
+        if load(self.device).kind == "classical":
+            raise InputError(f"device {self.device!r} is classical; name a quantum device.")
+        if load(self.classical_device).kind != "classical":
+            raise InputError(f"classical_device {self.classical_device!r} is not classical.")
+        if not 0.0 < self.precision <= 1.0:
+            raise InputError(f"precision must lie in (0, 1]; got {self.precision!r}.")
+        if not 0.0 <= self.min_fidelity <= 1.0:
+            raise InputError(f"min_fidelity must lie in [0, 1]; got {self.min_fidelity!r}.")
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The decision device first, then the extra report devices."""
+        return (self.device, *(d for d in self.report_devices if d != self.device))
+
+
+@dataclass
+class SiteCosts:
+    """The estimates of one site: per quantum device, and the classical baseline."""
+
+    quantum: dict[str, Any] = field(default_factory=dict)  # device -> Estimate
+    classical: Any = None  # ClassicalEstimate
+    verdict: tuple[bool, str] | None = None  # (offload, reason) on the decision device
+
+
+def cost_sites(sites: list[Site], options: CostOptions) -> dict[str, SiteCosts]:
+    """Estimate every supported site on every device; writes ``site.costs`` summaries."""
+    from qgraph.costmodel import classical_estimate, decide, estimate
+
+    costs: dict[str, SiteCosts] = {}
+    for site in sites:
+        if not site.supported:
+            continue
+        entry = SiteCosts(classical=classical_estimate(site, options.classical_device))
+        for device in options.devices:
+            entry.quantum[device] = estimate(
+                site,
+                device,
+                precision=options.precision,
+                qrce_qubits=options.qrce_qubits,
+                qrce_layers=options.qrce_layers,
+            )
+        entry.verdict = decide(
+            entry.quantum[options.device], entry.classical, min_fidelity=options.min_fidelity
+        )
+        site.costs = {device: _summary(e) for device, e in entry.quantum.items()}
+        site.classical_s = entry.classical.time_s
+        costs[site.key] = entry
+    return costs
+
+
+def _summary(estimate: Any) -> dict[str, Any]:
+    return {
+        "supported": estimate.supported,
+        "reason": estimate.reason,
+        "qubits": estimate.qubits,
+        "depth": estimate.depth,
+        "two_qubit_gates": estimate.two_qubit_gates,
+        "shots": estimate.shots_forward,
+        "time_s": estimate.time_s,
+        "fidelity": estimate.fidelity,
+        "money_usd": estimate.money_usd,
+    }
+
+
+def explain_site(site: Site, costs: SiteCosts | None) -> str:
+    """The full arithmetic of one site's decision."""
+    lines = [f"site {site.index} ({site.kind}, {site.key}): {site.decision}. {site.reason}"]
+    if costs is None:
+        lines.append("no cost estimate: the site is unsupported or the policy did not cost it.")
+        return "\n".join(lines)
+    for estimate in costs.quantum.values():
+        lines += ["", estimate.explain()]
+    lines += ["", costs.classical.explain()]
+    return "\n".join(lines)
