@@ -67,6 +67,28 @@ class Report:
         """The table's columns: the cost columns too when the sites were costed."""
         return COLUMNS + COST_COLUMNS if self.device else COLUMNS
 
+    @property
+    def devices(self) -> list[str]:
+        """Every quantum device the sites were costed for, the decision device first."""
+        found: list[str] = [self.device] if self.device else []
+        for site in self.sites:
+            found += [d for d in site.costs if d not in found]
+        return found
+
+    def device_rows(self) -> list[dict[str, Any]]:
+        """One dict per site with time, fidelity and money on every costed device."""
+        rows = []
+        for site in self.sites:
+            row: dict[str, Any] = {"index": site.index, "path": site.path, "kind": site.kind}
+            row["classical s"] = site.classical_s
+            for device in self.devices:
+                cost = site.costs.get(device, {})
+                row[f"{device} s"] = cost.get("time_s")
+                row[f"{device} fidelity"] = cost.get("fidelity")
+                row[f"{device} usd"] = cost.get("money_usd")
+            rows.append(row)
+        return rows
+
     def rows(self) -> list[dict[str, Any]]:
         """One plain dict per site with the report's columns."""
         rows = []
@@ -91,12 +113,13 @@ class Report:
         """Every field of every site, for analysis (JSON-friendly)."""
         return [s.to_dict() for s in self.sites]
 
-    def to_csv(self) -> str:
-        """The table as CSV text."""
+    def to_csv(self, per_device: bool = False) -> str:
+        """The table as CSV text; ``per_device`` gives one column group per costed device."""
+        rows = self.device_rows() if per_device else self.rows()
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(self.columns))
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else list(self.columns))
         writer.writeheader()
-        writer.writerows(self.rows())
+        writer.writerows(rows)
         return buffer.getvalue()
 
     def __str__(self) -> str:

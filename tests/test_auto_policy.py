@@ -80,3 +80,13 @@ def test_report_shows_cost_columns(auto_cm) -> None:
     assert "quantum s" in text and "classical s" in text and "fidelity" in text
     row = auto_cm.report.rows()[3]
     assert row["quantum s"] > row["classical s"] > 0
+
+
+def test_report_has_columns_for_every_costed_device(auto_cm) -> None:
+    assert auto_cm.report.devices == ["ibm_heron_r2", "ionq_aria"]
+    header = auto_cm.report.to_csv(per_device=True).splitlines()[0].split(",")
+    assert (
+        "ibm_heron_r2 s" in header and "ionq_aria fidelity" in header and "ionq_aria usd" in header
+    )
+    row = auto_cm.report.device_rows()[3]
+    assert row["ionq_aria s"] > 0 and row["ibm_heron_r2 usd"] > 0
