@@ -234,11 +234,13 @@ def test_qaap_estimate_counts_circuits_shots_and_money_on_heron() -> None:
     heron = load("ibm_heron_r3")
     minimum, price = heron.value("job_min_qpu_s"), heron.value("price_per_qpu_s")
     assert est.jobs_forward == 1
-    assert est.forward.latency_s == pytest.approx(minimum)
+    # The minimum is a floor on the job's QPU time, not extra time on top of execution.
+    assert est.forward.latency_s == pytest.approx(max(minimum - est.forward.execution_s, 0.0))
     assert est.money_usd == pytest.approx(max(minimum, est.forward.execution_s) * price)
     # a tiny job is billed at the per-job minimum
     tiny = estimate(attention(batch=1, heads=1, seq=2, dim=2), "ibm_heron_r3", precision=0.1)
     assert tiny.forward.execution_s < minimum
+    assert tiny.forward.latency_s + tiny.forward.execution_s == pytest.approx(minimum)
     assert tiny.money_usd == pytest.approx(minimum * price)
     assert 0 < est.fidelity < 1  # type: ignore[operator]
     text = est.explain()

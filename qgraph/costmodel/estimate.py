@@ -414,10 +414,17 @@ def _qpu_call(
             jobs,
         )
         per_job = log.q(
-            "per-job latency (the per-job minimum, a floor; queue not modelled)",
+            "per-job minimum QPU time (a floor on each job's time; queue not modelled)",
             device["job_min_qpu_s"],
         )
-        out.latency_s = log.calc("latency", f"{jobs} × {per_job:g} s", jobs * per_job, "s")
+        # The minimum already contains the job's execution: only its shortfall adds time.
+        shortfall = max(per_job - execution / jobs, 0.0)
+        out.latency_s = log.calc(
+            "latency",
+            f"{jobs} × max({per_job:g} s − {_seconds(execution / jobs)}, 0)",
+            jobs * shortfall,
+            "s",
+        )
         price = log.q("price", device["price_per_qpu_s"])
         billed = jobs * max(per_job, execution / jobs)
         log.calc(
