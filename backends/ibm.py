@@ -76,6 +76,7 @@ from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
 from qgraph.circuits.qaap import qaap_circuit, qaap_registers
 from qgraph.circuits.qrce import qrce_template
+from qgraph.circuits.templates import qrce_layer_template
 from qgraph.errors import QGraphError
 from qgraph.kernels.qaap import compute_dtype, expand_kv_heads, keep_mask
 from qgraph.kernels.qrce import QRCEStructure, unique_tokens
@@ -233,31 +234,6 @@ def _remember_account_token(account_name: str | None, channel: str | None) -> No
 
 
 # --------------------------------------------------------------------------- circuits
-
-
-def _qrce_layer_template(
-    structure: QRCEStructure,
-) -> tuple[QuantumCircuit, ParameterVector, ParameterVector]:
-    """``qrce_template`` with one α per (layer, qubit): ``alpha[l * q + i]``, ``theta[l * q + i]``.
-
-    Gate for gate the same circuit as ``qgraph.circuits.qrce.qrce_template`` (RY re-upload,
-    the trainable rotation on ``structure.axes[l][i]``, the CNOT ring); binding the same α in
-    every layer gives the forward circuit. Parameter shift moves one layer's α at a time.
-    """
-    q, n_layers = structure.n_qubits, structure.n_layers
-    alpha = ParameterVector("alpha", n_layers * q)
-    theta = ParameterVector("theta", n_layers * q)
-    circuit = QuantumCircuit(q, name=f"qrce_layers_q{q}_l{n_layers}_s{structure.seed}")
-    for layer, axes in enumerate(structure.axes):
-        for i in range(q):
-            circuit.ry(alpha[layer * q + i], i)
-        for i, axis in enumerate(axes):
-            getattr(circuit, f"r{axis}")(theta[layer * q + i], i)
-        for i in range(q - 1):
-            circuit.cx(i, i + 1)
-        if q > 2:
-            circuit.cx(q - 1, 0)
-    return circuit, alpha, theta
 
 
 def _bits(bit_array: Any) -> np.ndarray:
@@ -525,7 +501,8 @@ class IBMBackend:
         """A template's ISA circuit (with ``measure_all``) and its (alpha, theta) vectors,
         transpiled once per key and cached."""
         if key not in self._isa_cache:
-            circuit, alpha, theta = build()
+            template, alpha, theta = build()
+            circuit = template.copy()  # templates are cached and shared: never mutate one
             circuit.measure_all()
             self._isa_cache[key] = (self._pm().run(circuit), alpha, theta)
         return self._isa_cache[key]
@@ -628,7 +605,7 @@ class IBMBackend:
         q, n_layers = structure.n_qubits, structure.n_layers
         self._check_width(q, "QRCE")
         if per_layer:
-            key, build = ("qrce-layers", structure), lambda: _qrce_layer_template(structure)
+            key, build = ("qrce-layers", structure), lambda: qrce_layer_template(structure)
             alpha_values = layer_angles.reshape(-1, n_layers * q)
         else:
             key, build = ("qrce", structure), lambda: qrce_template(structure)
