@@ -1,0 +1,224 @@
+"""The ``qgraph`` command line: the same functions as the Python API.
+
+    qgraph devices [--json]
+    qgraph compile SPEC [--backend B] [--policy P] [--device D] [--precision E]
+                        [--batch N] [--seq-len N] [--json]
+    qgraph inspect SPEC [--policy P] [--batch N] [--seq-len N]
+    qgraph calibrate [--quick] [--out DIR]
+
+SPEC: ``minilm`` (real all-MiniLM-L6-v2 weights), ``hf:<arch>[:layers=N,hidden=N,heads=N]``
+(bert, roberta, distilbert, gpt2, llama from configs, random weights),
+``encoder:<layers>x<d_model>`` (a plain nn.TransformerEncoder), or
+``module:package.module:factory`` (a callable returning (model, args) or (model, args, kwargs)).
+Errors are one line on stderr; usage errors exit 2, other failures 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Any
+
+EXAMPLES = """examples:
+  qgraph devices
+  qgraph compile hf:bert:layers=2 --policy auto --device ibm_heron_r2
+  qgraph compile minilm --policy all --json
+  qgraph inspect encoder:2x64 --policy all
+  qgraph calibrate --quick
+"""
+
+
+class UsageError(Exception):
+    """A command line that cannot be carried out as written (exit 2)."""
+
+
+def load_spec(spec: str, batch: int, seq_len: int) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """(model, args, kwargs) for a SPEC string (see the module docstring)."""
+    from qgraph import models
+
+    kind, _, rest = spec.partition(":")
+    if kind == "minilm" and not rest:
+        case = models.minilm(batch=batch, seq_len=seq_len)
+    elif kind == "hf":
+        arch, _, options = rest.partition(":")
+        if arch not in models.HF_ARCHITECTURES:
+            raise UsageError(
+                f"unknown architecture {arch!r} in {spec!r}; choose from "
+                f"{', '.join(models.HF_ARCHITECTURES)}."
+            )
+        sizes = _options(options, spec, allowed=("layers", "hidden", "heads", "vocab"))
+        case = models.hf_model(arch, batch=batch, seq_len=seq_len, **sizes)
+    elif kind == "encoder":
+        layers, _, width = rest.partition("x")
+        if not (layers.isdigit() and width.isdigit()):
+            raise UsageError(f"encoder spec must look like encoder:6x64; got {spec!r}.")
+        case = models.encoder_model(
+            layers=int(layers), d_model=int(width), batch=batch, seq_len=seq_len
+        )
+    elif kind == "module":
+        return _factory(rest, spec)
+    else:
+        raise UsageError(
+            f"unknown model spec {spec!r}; use minilm, hf:<arch>, encoder:<layers>x<d_model> "
+            "or module:package.module:factory."
+        )
+    return case.model, case.args, case.kwargs
+
+
+def _options(text: str, spec: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    sizes: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in allowed or not value.isdigit():
+            raise UsageError(
+                f"bad option {item!r} in {spec!r}; use {', '.join(k + '=N' for k in allowed)}."
+            )
+        sizes[key] = int(value)
+    return sizes
+
+
+def _factory(target: str, spec: str) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(f"module spec must look like module:package.module:factory; got {spec!r}.")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"cannot load {target!r}: {exc}.") from None
+    result = factory()
+    if not isinstance(result, tuple) or len(result) not in (2, 3):
+        raise UsageError(
+            f"{target} must return (model, args) or (model, args, kwargs); got "
+            f"{type(result).__name__}."
+        )
+    model, args = result[0], tuple(result[1])
+    kwargs = dict(result[2]) if len(result) == 3 else {}
+    return model, args, kwargs
+
+
+def _compile(arguments: argparse.Namespace) -> Any:
+    import qgraph
+
+    model, args, kwargs = load_spec(arguments.spec, arguments.batch, arguments.seq_len)
+    options: dict[str, Any] = {"backend": arguments.backend, "policy": arguments.policy}
+    if getattr(arguments, "device", None):
+        options["device"] = arguments.device
+    if getattr(arguments, "precision", None) is not None:
+        options["precision"] = arguments.precision
+    return qgraph.compile(model, args, kwargs, **options)
+
+
+def command_devices(arguments: argparse.Namespace) -> None:
+    from qgraph.costmodel import devices
+
+    profiles = devices()
+    if arguments.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": p.name,
+                        "kind": p.kind,
+                        "description": p.description,
+                        "numbers": {k: q.value for k, q in p.numbers.items()},
+                    }
+                    for p in profiles
+                ],
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    for profile in profiles:
+        print(f"{profile.name:14s} {profile.kind:10s} {profile.description}")
+
+
+def command_compile(arguments: argparse.Namespace) -> None:
+    cm = _compile(arguments)
+    if arguments.json:
+        print(
+            json.dumps(
+                {"model": cm.report.model, "sites": cm.report.to_dicts(), "notes": cm.report.notes},
+                indent=2,
+                default=str,
+            )
+        )
+    else:
+        print(cm.report)
+
+
+def command_inspect(arguments: argparse.Namespace) -> None:
+    cm = _compile(arguments)
+    code = cm.graph_module.print_readable(print_output=False)
+    for line in code.splitlines():
+        marked = "torch.ops.qgraph." in line
+        print(("[quantum] " if marked else "          ") + line)
+
+
+def command_calibrate(arguments: argparse.Namespace) -> None:
+    from qgraph.costmodel import calibrate
+
+    written = calibrate(arguments.out, quick=arguments.quick)
+    for name, profile in written.items():
+        print(f"wrote {name}: {profile.path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (one sub-command per entry point)."""
+    parser = argparse.ArgumentParser(
+        prog="qgraph",
+        description=__doc__.splitlines()[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    devices = commands.add_parser("devices", help="list the device profiles")
+    devices.add_argument("--json", action="store_true")
+    devices.set_defaults(run=command_devices)
+    for name, run, help_text in (
+        ("compile", command_compile, "compile a model and print the report"),
+        ("inspect", command_inspect, "print the rewritten graph, quantum nodes marked"),
+    ):
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            epilog=EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument("spec", help="minilm | hf:<arch>[:k=v,...] | encoder:LxD | module:m:f")
+        sub.add_argument("--backend", default="exact")
+        sub.add_argument("--policy", default="auto", choices=("auto", "all", "none"))
+        sub.add_argument("--device", default=None, help="quantum device for the cost model")
+        sub.add_argument("--precision", type=float, default=None)
+        sub.add_argument("--batch", type=int, default=2)
+        sub.add_argument("--seq-len", type=int, default=16)
+        sub.add_argument("--json", action="store_true")
+        sub.set_defaults(run=run)
+    calibrate = commands.add_parser("calibrate", help="measure this machine, write profiles")
+    calibrate.add_argument("--quick", action="store_true")
+    calibrate.add_argument("--out", default=None, help="directory (default: user profiles)")
+    calibrate.set_defaults(run=command_calibrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    arguments = build_parser().parse_args(argv)
+    try:
+        arguments.run(arguments)
+    except (UsageError, ValueError) as exc:  # qgraph's input errors are ValueErrors too
+        print(f"qgraph: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # one clear line, not a traceback
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"qgraph: error: {type(exc).__name__}: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
