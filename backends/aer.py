@@ -396,38 +396,17 @@ class AerBackend:
                 f"the aer backend computes QRCE gradients by 'parameter-shift' only; got "
                 f"{method!r} ('straight-through' and 'spsa' are QAAP methods)."
             )
-        from qgraph.kernels.parameter_shift import qrce_parameter_shift_vjp
+        from qgraph.kernels.parameter_shift import token_parameter_shift
 
-        unique_ids, inverse = unique_tokens(token_ids, angle_table, structure)
-        n_features = structure.n_features
-        expected = (*token_ids.shape, n_features)
-        if tuple(grad_out.shape) != expected:
-            raise ValueError(
-                f"QRCE gradient: grad_out must have the features' shape {expected}; got "
-                f"{tuple(grad_out.shape)}."
-            )
-        grad_table = torch.zeros_like(angle_table, memory_format=torch.contiguous_format)
-        if unique_ids.numel() == 0:
-            return grad_table, torch.zeros_like(weights, memory_format=torch.contiguous_format)
-        work = compute_dtype(torch.promote_types(angle_table.dtype, weights.dtype))
-        device = angle_table.device
-        # repeated tokens share one circuit: sum the upstream gradient per distinct token
-        per_token = torch.zeros(unique_ids.numel(), n_features, dtype=work, device=device)
-        per_token.index_add_(
-            0, inverse, grad_out.detach().reshape(-1, n_features).to(device=device, dtype=work)
-        )
-
-        def evaluate(layer_angles: torch.Tensor, layer_weights: torch.Tensor) -> torch.Tensor:
+        def evaluate(
+            layer_angles: torch.Tensor, layer_weights: torch.Tensor, structure: QRCEStructure
+        ) -> torch.Tensor:
             features = self._qrce_evaluate(
                 layer_angles, layer_weights, structure, site, "qrce-gradient"
             )
             return features.to(device=layer_angles.device, dtype=layer_angles.dtype)
 
-        grad_angles, grad_weights = qrce_parameter_shift_vjp(
-            per_token, angle_table.detach()[unique_ids], weights.detach(), structure, evaluate
-        )
-        grad_table[unique_ids] = grad_angles.to(angle_table.dtype)
-        return grad_table, grad_weights.to(weights.dtype)
+        return token_parameter_shift(grad_out, token_ids, angle_table, weights, structure, evaluate)
 
     def __repr__(self) -> str:
         return (
