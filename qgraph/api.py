@@ -134,6 +134,7 @@ class CompiledModule(nn.Module):
         qrce_init: str,
         seed: int,
         frontend: Frontend,
+        precision: float = 0.03,
     ) -> None:
         super().__init__()
         # The user's model is not registered as a child: the graphs hold its parameters.
@@ -147,6 +148,7 @@ class CompiledModule(nn.Module):
         self._embedding_tables = tuple(embedding_tables)
         self._qrce = QRCEOptions(qrce_qubits, qrce_layers, qrce_init)
         self._seed = seed
+        self.precision = precision  # target standard error of each estimated value
         self._frontend = frontend
         self._graphs: dict[tuple[bool, Any], tuple[fx.GraphModule, Any, Any]] = {}
         self.quantum_layers: dict[str, QRCEEmbedding] = {}
@@ -206,6 +208,7 @@ class CompiledModule(nn.Module):
         if first:
             self.report.frontend = captured.frontend
             self.report.sites = sites
+            self.report.graph_module = gm
             if "use_cache" in kwargs and kwargs["use_cache"] is False:
                 self.report.notes.append("captured with use_cache=False (no KV cache output).")
             for path, layer in self.quantum_layers.items():
@@ -254,6 +257,16 @@ class CompiledModule(nn.Module):
             tuple(x.shape) for x in pytree_leaves(args, kwargs) if isinstance(x, torch.Tensor)
         )
         return self._build(args, kwargs, shape_key=shape_key)
+
+    def graph_for(self, *args: Any, **kwargs: Any) -> tuple[fx.GraphModule, list[Any]]:
+        """The rewritten graph this module runs for these inputs in its current train/eval
+        mode (captured now if needed), and the inputs flattened to its placeholders."""
+        kwargs = with_cache_disabled(self._model, kwargs)
+        gm = self._graph_for(args, kwargs)
+        for graph, captured, _fits in self._graphs.values():
+            if graph is gm:
+                return gm, captured.flatten_inputs(args, kwargs)
+        raise AssertionError("a graph that _graph_for returned is always registered")
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the rewritten graph for these inputs (same signature as the model's forward).
@@ -431,6 +444,7 @@ def compile(
         qrce_init=qrce_init,
         seed=seed,
         frontend=frontend,
+        precision=precision,
     )
 
 
