@@ -16,7 +16,6 @@ exporter can keep them, and the manifest says when it could not.
 from __future__ import annotations
 
 import contextlib
-import copy
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,8 +78,8 @@ def flat_module(
     ``use_cache=False``) have no ONNX form; they are dropped here. A non-tensor input that
     the graph actually computes with cannot be dropped, and is an error.
     """
-    graph = copy.deepcopy(gm.graph)
-    graph._codegen = fx.graph.CodeGen()
+    graph = fx.Graph()  # default codegen: positional inputs, plain outputs
+    graph.output(graph.graph_copy(gm.graph, {}))
     for node in list(graph.nodes):
         if node.op == "call_module" and node.target == "_guards_fn":
             graph.erase_node(node)
