@@ -2,8 +2,9 @@
 
     qgraph devices [--json]
     qgraph compile SPEC [--backend B] [--policy P] [--device D] [--precision E]
-                        [--batch N] [--seq-len N] [--json]
+                        [--batch N] [--seq-len N] [--json] [--html PATH]
     qgraph inspect SPEC [--policy P] [--batch N] [--seq-len N]
+    qgraph export SPEC -o DIR [the compile options] [--no-verify] [--json]
     qgraph calibrate [--quick] [--out DIR]
 
 SPEC: ``minilm`` (real all-MiniLM-L6-v2 weights), ``hf:<arch>[:layers=N,hidden=N,heads=N]``
@@ -26,7 +27,9 @@ EXAMPLES = """examples:
   qgraph devices
   qgraph compile hf:bert:layers=2 --policy auto --device ibm_heron_r2
   qgraph compile minilm --policy all --json
+  qgraph compile hf:gpt2 --report-device ionq_aria --html review.html
   qgraph inspect encoder:2x64 --policy all
+  qgraph export hf:bert:layers=2 --policy all -o bert_onnx
   qgraph calibrate --quick
 """
 
@@ -99,16 +102,38 @@ def _factory(target: str, spec: str) -> tuple[Any, tuple[Any, ...], dict[str, An
     return model, args, kwargs
 
 
-def _compile(arguments: argparse.Namespace) -> Any:
+def _status(text: str) -> Any:
+    """A spinner on stderr while long work runs (silent when stderr is not a terminal)."""
+    from rich.console import Console
+
+    return Console(stderr=True).status(text)
+
+
+def _load_and_compile(arguments: argparse.Namespace) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """(compiled module, example args, example kwargs) for the SPEC and options given."""
     import qgraph
 
-    model, args, kwargs = load_spec(arguments.spec, arguments.batch, arguments.seq_len)
+    with _status(f"loading {arguments.spec}"):
+        model, args, kwargs = load_spec(arguments.spec, arguments.batch, arguments.seq_len)
     options: dict[str, Any] = {"backend": arguments.backend, "policy": arguments.policy}
     if getattr(arguments, "device", None):
         options["device"] = arguments.device
     if getattr(arguments, "precision", None) is not None:
         options["precision"] = arguments.precision
-    return qgraph.compile(model, args, kwargs, **options)
+    if getattr(arguments, "report_device", None):
+        options["report_devices"] = tuple(arguments.report_device)
+    with _status(f"compiling {arguments.spec}"):
+        return qgraph.compile(model, args, kwargs, **options), args, kwargs
+
+
+def _compile(arguments: argparse.Namespace) -> Any:
+    return _load_and_compile(arguments)[0]
+
+
+def _check_output_path(path: str, what: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"cannot write the {what} to {path}: folder {parent} does not exist.")
 
 
 def command_devices(arguments: argparse.Namespace) -> None:
@@ -137,7 +162,13 @@ def command_devices(arguments: argparse.Namespace) -> None:
 
 
 def command_compile(arguments: argparse.Namespace) -> None:
+    if arguments.html:
+        _check_output_path(arguments.html, "HTML report")
     cm = _compile(arguments)
+    if arguments.html:
+        with _status("writing the HTML report"):
+            written = cm.report.to_html(arguments.html)
+        print(f"wrote the review report to {written}", file=sys.stderr)
     if arguments.json:
         print(
             json.dumps(
@@ -156,6 +187,32 @@ def command_inspect(arguments: argparse.Namespace) -> None:
     for line in code.splitlines():
         marked = "torch.ops.qgraph." in line
         print(("[quantum] " if marked else "          ") + line)
+
+
+def command_export(arguments: argparse.Namespace) -> None:
+    from qgraph.onnx import export_onnx
+
+    if os.path.exists(arguments.out) and not os.path.isdir(arguments.out):
+        raise UsageError(f"-o {arguments.out} is a file; name a folder (it is created).")
+    cm, args, kwargs = _load_and_compile(arguments)
+    manifest = export_onnx(cm, args, arguments.out, kwargs, verify=not arguments.no_verify)
+    if arguments.json:
+        print(json.dumps(manifest.to_json(), indent=2))
+        return
+    print(f"exported {cm.report.model} to {arguments.out}: model.onnx, manifest.json and")
+    for spec in manifest.order():
+        what = f"{spec.kernel} {spec.path}" if spec.kind == "quantum" else f"{spec.nodes} nodes"
+        print(
+            f"  {spec.file:10s} {spec.kind:9s} {what}  "
+            f"({len(spec.inputs)} inputs, {len(spec.outputs)} outputs)"
+        )
+    if manifest.verification is not None:
+        print(
+            f"verified on the exact backend: largest |ONNX - PyTorch| = "
+            f"{manifest.verification['max_abs_diff']:.3g}"
+        )
+    for note in manifest.notes:
+        print(f"note: {note}")
 
 
 def command_calibrate(arguments: argparse.Namespace) -> None:
@@ -181,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, run, help_text in (
         ("compile", command_compile, "compile a model and print the report"),
         ("inspect", command_inspect, "print the rewritten graph, quantum nodes marked"),
+        ("export", command_export, "export the compiled model as partitioned ONNX"),
     ):
         sub = commands.add_parser(
             name,
@@ -193,9 +251,22 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--policy", default="auto", choices=("auto", "all", "none"))
         sub.add_argument("--device", default=None, help="quantum device for the cost model")
         sub.add_argument("--precision", type=float, default=None)
+        sub.add_argument(
+            "--report-device",
+            action="append",
+            default=None,
+            help="another quantum device to cost for the report (repeatable)",
+        )
         sub.add_argument("--batch", type=int, default=2)
         sub.add_argument("--seq-len", type=int, default=16)
         sub.add_argument("--json", action="store_true")
+        if name == "compile":
+            sub.add_argument("--html", default=None, metavar="PATH", help="write the review report")
+        if name == "export":
+            sub.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+            sub.add_argument(
+                "--no-verify", action="store_true", help="skip the check run against PyTorch"
+            )
         sub.set_defaults(run=run)
     calibrate = commands.add_parser("calibrate", help="measure this machine, write profiles")
     calibrate.add_argument("--quick", action="store_true")

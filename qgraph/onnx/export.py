@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ import onnx
 import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
+from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from qgraph.errors import InputError
@@ -159,7 +161,9 @@ def _quiet() -> Iterator[None]:
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with redirect_stdout(io.StringIO()):
+        with redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # torch's own pytree deprecation, raised inside the exporter: not the user's to fix
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
             yield
     finally:
         logger.setLevel(level)
@@ -320,6 +324,7 @@ def export_onnx(
         SpinnerColumn(),
         TextColumn("[bold]qgraph export[/] {task.description}"),
         TimeElapsedColumn(),
+        console=Console(stderr=True),  # stdout stays clean for --json and pipes
         disable=not progress,
         transient=True,
     ) as bar:
