@@ -3,9 +3,12 @@
 cm = qgraph.compile(model, (input_ids,), {"attention_mask": mask}, policy="all")
 out = cm(input_ids, attention_mask=mask)
 print(cm.report)
+qgraph.export_onnx(cm, (input_ids,), "out", {"attention_mask": mask})
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import qgraph.ops  # noqa: F401  (registers torch.ops.qgraph.*)
 from qgraph.api import CompiledModule, compile, devices, explain
@@ -14,6 +17,14 @@ from qgraph.report import Report
 from qgraph.site import Site
 
 __version__ = "0.1.0"
+
+
+def export_onnx(*args: Any, **kwargs: Any) -> Any:
+    """``qgraph.onnx.export_onnx`` (imported on first use: it needs the ``onnx`` extra)."""
+    from qgraph.onnx import export_onnx as export
+
+    return export(*args, **kwargs)
+
 
 __all__ = [
     "CaptureError",
@@ -28,4 +39,5 @@ __all__ = [
     "compile",
     "devices",
     "explain",
+    "export_onnx",
 ]

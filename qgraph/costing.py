@@ -92,7 +92,23 @@ def cost_sites(sites: list[Site], options: CostOptions) -> dict[str, SiteCosts]:
     return costs
 
 
+#: the parts of an Estimate's TimeBreakdown, in the order the review report stacks them
+BREAKDOWN_PARTS: tuple[str, ...] = (
+    "latency_s",
+    "queue_s",
+    "execution_s",
+    "transfer_s",
+    "classical_s",
+)
+
+
 def _summary(estimate: Any) -> dict[str, Any]:
+    breakdown = None
+    if estimate.supported:  # an unsupported site has no time, so no parts either
+        breakdown = {
+            part: getattr(estimate.forward, part) + getattr(estimate.backward, part)
+            for part in BREAKDOWN_PARTS
+        }
     return {
         "supported": estimate.supported,
         "reason": estimate.reason,
@@ -103,6 +119,7 @@ def _summary(estimate: Any) -> dict[str, Any]:
         "time_s": estimate.time_s,
         "fidelity": estimate.fidelity,
         "money_usd": estimate.money_usd,
+        "breakdown_s": breakdown,  # forward + backward seconds per part; sums to time_s
     }
 
 

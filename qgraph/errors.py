@@ -21,3 +21,7 @@ class PolicyError(QGraphError, ValueError):
 
 class InputError(QGraphError, ValueError):
     """Example inputs or call inputs that do not fit the model."""
+
+
+class MissingDependencyError(QGraphError, ImportError):
+    """An optional feature whose packages are not installed; the message names the extra."""

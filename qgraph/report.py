@@ -5,12 +5,16 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from qgraph.site import Site
+
+if TYPE_CHECKING:
+    from qgraph.scheduler import Timeline
 
 #: the columns of the printed table and the CSV export, in order
 COLUMNS: tuple[str, ...] = (
@@ -56,6 +60,10 @@ class Report:
     sites: list[Site] = field(default_factory=list)
     device: str | None = None  # the quantum device the sites were costed for
     notes: list[str] = field(default_factory=list)
+    # the rewritten graph (CompiledModule's first capture) and the latest HybridScheduler
+    # step, for to_html; not report data, so left out of repr and equality
+    graph_module: Any = field(default=None, repr=False, compare=False)
+    timeline: Timeline | None = field(default=None, repr=False, compare=False)
 
     @property
     def quantum_sites(self) -> list[Site]:
@@ -121,6 +129,30 @@ class Report:
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue()
+
+    def to_html(
+        self,
+        path: str | Path,
+        *,
+        graph_module: Any = None,
+        timeline: Timeline | None = None,
+    ) -> Path:
+        """Write a self-contained HTML review page of this report to ``path``; returns it.
+
+        The page holds the header, the partition graph, the per-site and per-device tables,
+        cost plots and, when a HybridScheduler ran, its timeline (the Chrome-trace JSON is
+        written next to the page as ``<stem>.trace.json`` and linked). ``graph_module`` and
+        ``timeline`` default to the ones the compiled module and the scheduler recorded here.
+        Needs matplotlib: ``pip install 'qgraph[report]'``.
+        """
+        from qgraph.review import write_html
+
+        return write_html(
+            self,
+            path,
+            graph_module=self.graph_module if graph_module is None else graph_module,
+            timeline=self.timeline if timeline is None else timeline,
+        )
 
     def __str__(self) -> str:
         table = Table(

@@ -699,6 +699,7 @@ class HybridScheduler:
         pieces = self._split(tuple(args), kwargs)
         timeline = Timeline(self.microbatches)
         self.timeline = timeline
+        cm.report.timeline = timeline  # the review page (report.to_html) shows the latest step
         main = threading.current_thread().name
         if not cm.report.quantum_sites:  # nothing offloaded: the original model, as cm does
             results = []
