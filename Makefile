@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 EXTRAS  ?= dev,aer,ibm
 PYTEST_FLAGS ?= -n 2
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint bench clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv .venv
@@ -25,7 +25,15 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_FLAGS) -m "not slow"
 
-test-all: $(STAMP) lint
+# The review-report screenshot test needs Debian's chromium; install it when we can (root
+# with apt), otherwise that one test skips and says why.
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get install -y -q chromium >/dev/null 2>&1 \
+		    || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } \
+		|| echo "chromium not installed: the HTML screenshot test will skip"
+
+test-all: $(STAMP) lint chromium
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_FLAGS)
 
 BENCH_STAMP := .venv/.installed-bench
