@@ -13,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 #: the benchmark scripts, in the order RESULTS.md lists them
-BENCHMARKS = ["compile_time", "kernels", "overlap", "costmodel_accuracy"]
+BENCHMARKS = ["compile_time", "kernels", "overlap", "costmodel_accuracy", "onnx_runtime"]
 
 
 def main() -> None:

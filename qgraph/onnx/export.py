@@ -63,11 +63,7 @@ def _output_names(gm: fx.GraphModule, count: int) -> list[str]:
     if spec is None or spec.num_leaves != count:
         return [f"output_{i}" for i in range(count)]
     leaves = pytree.tree_flatten_with_path(pytree.tree_unflatten(list(range(count)), spec))[0]
-    names = [
-        _identifier(pytree.keystr(path)) or f"output_{i}" for i, (path, _) in enumerate(leaves)
-    ]
-    if count == 1 and names == ["output"]:
-        return names
+    names = [_identifier(pytree.keystr(path)) for path, _ in leaves]
     return names if len(set(names)) == count else [f"output_{i}" for i in range(count)]
 
 
