@@ -33,13 +33,14 @@ How kernels run: each op call is one primitive run (one job; more only when the 
   parameter, so shifted circuits can move one layer's α), driven by
   ``qgraph.kernels.parameter_shift.token_parameter_shift``; all shifted circuits of a call
   in one job.
-* QAAP: one ``qgraph.circuits.qaap.qaap_circuit`` per (batch, head, query) instance (they
-  differ in data, so they are transpiled per call: only the pass manager is cached), all as
-  pubs of one run. Post-selection keeps shots with feature register (low b bits) = 0 and an
-  index that is an unmasked key; noise outcomes on padded or masked keys are discarded, so
-  QAAP never attends to a masked key. Rows with no kept shot fall back to uniform weights
-  over the unmasked keys (counted), like the closed form does for rows that cannot
-  post-select.
+* QAAP: ``qgraph.circuits.templates.qaap_template(a, b)`` + ``measure_all``, transpiled once
+  per register shape and cached (the data enter as rotation-tree angles); every
+  (batch, head, query) instance of the call is one row of the parameter array of a single
+  pub (``qaap_parameters``). Post-selection keeps shots with feature register (low b bits)
+  = 0 and an index that is an unmasked key; noise outcomes on padded or masked keys are
+  discarded, so QAAP never attends to a masked key. Rows with no kept shot fall back to
+  uniform weights over the unmasked keys (counted), like the closed form does for rows that
+  cannot post-select.
 
 Secrets: the token lives only inside ``QiskitRuntimeService``. Every call into the service or
 a primitive runs through ``IBMBackend._call``: exception text is scrubbed (token → ``***``)
@@ -74,9 +75,9 @@ from qiskit_ibm_runtime.executor_sampler import Sampler
 from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
 from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
-from qgraph.circuits.qaap import qaap_circuit, qaap_registers
+from qgraph.circuits.qaap import qaap_registers
 from qgraph.circuits.qrce import qrce_template
-from qgraph.circuits.templates import qrce_layer_template
+from qgraph.circuits.templates import qaap_parameters, qaap_template, qrce_layer_template
 from qgraph.errors import QGraphError
 from qgraph.kernels.qaap import compute_dtype, expand_kv_heads, keep_mask
 from qgraph.kernels.qrce import QRCEStructure, unique_tokens
@@ -706,7 +707,7 @@ class IBMBackend:
         dropout_p: float,
         site: str,
     ) -> torch.Tensor:
-        """QAAP pooling from post-selected shots, one circuit per (batch, head, query)."""
+        """QAAP pooling from post-selected shots, one template row per (batch, head, query)."""
         if q.dim() < 3 or k.dim() != q.dim() or v.dim() != q.dim():
             raise ValueError(
                 "QAAP on ibm: q, k and v must be (..., heads, seq, dim) with the same rank; got "
@@ -733,33 +734,31 @@ class IBMBackend:
         visible = keep_np.sum(axis=1)
         empty = visible == 0
         uniform = keep_np / np.maximum(visible, 1)[:, None]
-        circuits: list[QuantumCircuit] = []
-        circuit_rows: list[int] = []
         fallback = np.zeros(n_rows, dtype=bool)
-        for candidate in np.flatnonzero(~empty):
-            row = int(candidate)
-            block = keys_np[row // n_queries]
-            query, row_keep = queries_np[row], keep_np[row]
-            # Nothing to encode (zero query or keys), or P(feature = 0) = ‖K q̂‖²/‖K‖² = 0: the
-            # circuit could only post-select on noise. The closed form falls back there too.
-            projections = block[row_keep] @ query
-            if not np.any(projections):
-                fallback[row] = True
-                continue
-            circuit = qaap_circuit(block, query, row_keep)
-            circuit.measure_all()
-            circuits.append(circuit)
-            circuit_rows.append(row)
-
-        if circuits:
-            isa_circuits = self._pm().run(circuits)
-            if isinstance(isa_circuits, QuantumCircuit):
-                isa_circuits = [isa_circuits]
-            results = self._sample("qaap", site, [(c, None) for c in isa_circuits])
+        # Nothing to encode (zero query or keys), or P(feature = 0) = ‖K q̂‖²/‖K‖² = 0: the
+        # circuit could only post-select on noise. The closed form falls back there too.
+        projections = np.einsum("rkd,rd->rk", keys_np[np.arange(n_rows) // n_queries], queries_np)
+        encodable = np.any((projections != 0) & keep_np, axis=1) & ~empty
+        fallback[~encodable & ~empty] = True
+        circuit_rows = np.flatnonzero(encodable)
+        if circuit_rows.size:
+            isa, key_params, query_params = self._isa(
+                ("qaap", regs.index_qubits, regs.feature_qubits),
+                lambda: qaap_template(regs.index_qubits, regs.feature_qubits, measure=False),
+            )
+            values = qaap_parameters(
+                torch.from_numpy(keys_np[circuit_rows // n_queries]),
+                torch.from_numpy(queries_np[circuit_rows]),
+                torch.from_numpy(keep_np[circuit_rows]),
+            )
+            # values go in the order of isa.parameters, as for QRCE
+            columns = dict(zip((*key_params, *query_params), values.T, strict=True))
+            bound = np.stack([columns[p] for p in isa.parameters], axis=-1)
+            (bits,) = self._sample("qaap", site, [(isa, bound)])
             powers = 1 << np.arange(regs.n_qubits, dtype=np.int64)
             feature_mask = (1 << regs.feature_qubits) - 1
-            for row_index, bits in zip(circuit_rows, results, strict=True):
-                outcome = bits[0].astype(np.int64) @ powers  # (shots,)
+            for row_index, row_bits in zip(circuit_rows, bits, strict=True):
+                outcome = row_bits.astype(np.int64) @ powers  # (shots,)
                 index = outcome >> regs.feature_qubits
                 kept = ((outcome & feature_mask) == 0) & (index < n_keys)
                 counts = np.bincount(index[kept], minlength=n_keys)[:n_keys] * keep_np[row_index]
