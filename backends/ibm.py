@@ -79,6 +79,7 @@ from qgraph.circuits.qaap import qaap_registers
 from qgraph.circuits.qrce import qrce_template
 from qgraph.circuits.templates import qaap_parameters, qaap_template, qrce_layer_template
 from qgraph.errors import QGraphError
+from qgraph.kernels.parameter_shift import token_parameter_shift
 from qgraph.kernels.qaap import compute_dtype, expand_kv_heads, keep_mask
 from qgraph.kernels.qrce import QRCEStructure, unique_tokens
 
@@ -672,13 +673,6 @@ class IBMBackend:
                 f"the ibm backend computes QRCE gradients by 'parameter-shift'; got {method!r} "
                 "(straight-through and spsa apply to QAAP)."
             )
-        try:
-            shift_module = importlib.import_module("qgraph.kernels.parameter_shift")
-            token_parameter_shift = shift_module.token_parameter_shift
-        except (ImportError, AttributeError):
-            raise ValueError(
-                "parameter-shift on ibm needs qgraph.kernels.parameter_shift"
-            ) from None
         _check_weights(weights, structure)
 
         def evaluate(

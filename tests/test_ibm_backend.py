@@ -16,7 +16,6 @@ import logging
 import math
 import pickle
 import socket
-import sys
 import traceback
 
 import pytest
@@ -182,22 +181,6 @@ def test_qrce_parameter_shift_gradient() -> None:
         assert torch.all((got - want).abs() <= 5 * sigma + 0.15 * want.abs().max())
     with pytest.raises(ValueError, match="parameter-shift"):
         backend.qrce_gradient(grad_out, ids, table, weights, structure, "autograd", "emb")
-
-
-def test_parameter_shift_needs_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "qgraph.kernels.parameter_shift", None)
-    backend = IBMBackend(FAKE, shots=16)
-    structure = QRCEStructure.from_seed(2, 1, seed=0)
-    with pytest.raises(ValueError, match=r"needs qgraph\.kernels\.parameter_shift"):
-        backend.qrce_gradient(
-            torch.zeros(1, 4, dtype=F64),
-            torch.tensor([0]),
-            torch.zeros(1, 2, dtype=F64),
-            torch.zeros(1, 2, dtype=F64),
-            structure,
-            "parameter-shift",
-            "emb",
-        )
 
 
 # --------------------------------------------------------------------------- QAAP
