@@ -332,3 +332,19 @@ def test_export_leaves_the_module_in_its_mode(
         cm.eval()
     manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
     assert manifest["verification"] is None
+
+
+@pytest.mark.parametrize("name", ["encoder", "distilbert", "roberta", "llama"])
+def test_the_rest_of_the_panel_exports_and_verifies(name: str, tmp_path: Path) -> None:
+    """Eager softmax chains (DistilBERT), fused encoder layers, GQA with rotary (Llama)."""
+    from panel import PANEL
+
+    case = PANEL[name]()
+    cm, manifest = _export(case, tmp_path)
+    quantum = [p.kernel for p in manifest.partitions if p.kind == "quantum"]
+    assert quantum == [s.op for s in cm.report.quantum_sites]
+    assert manifest.verification is not None
+    assert manifest.verification["max_abs_diff"] < TOLERANCE
+    whole = qonnx.run_model(tmp_path / "model.onnx", _feeds(case))
+    expected = main_output(cm(*case.args, **case.kwargs)).detach().numpy()
+    np.testing.assert_allclose(next(iter(whole.values())), expected, atol=TOLERANCE, rtol=0)
