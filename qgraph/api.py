@@ -334,6 +334,16 @@ class CompiledModule(nn.Module):
         return self
 
     @property
+    def model(self) -> nn.Module:
+        """The user's model (the graphs share its parameters; it is not a child module)."""
+        return self._model
+
+    @property
+    def gradients(self) -> dict[str, str]:
+        """The backward method per kernel, e.g. ``{"qaap": "autograd", "qrce": "autograd"}``."""
+        return dict(self._gradients)
+
+    @property
     def backend(self) -> Any:
         """The backend instance the quantum ops run on."""
         return get_backend(self._backend)

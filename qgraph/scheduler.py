@@ -356,8 +356,9 @@ def partition_dag(gm: fx.GraphModule, timeline: Timeline | None = None) -> Parti
     same or a higher one, and only through a quantum node to a higher one, so ordering
     partitions by (level, classical before quantum) is topological: the contraction is
     acyclic. Merging a partition with anything else on a path through a quantum node would
-    make a cycle, so the partitions are maximal. Placeholders, attribute reads and the output
-    are not work and join no partition.
+    make a cycle, so each partition is maximal per level; partitions of different levels
+    with no path between them could still be merged (it is not the fewest possible).
+    Placeholders, attribute reads and the output are not work and join no partition.
 
     Weights from a timeline: a classical partition weighs the sum of its nodes' times over
     all micro-batches (one main thread runs them all); a quantum node weighs the mean time of

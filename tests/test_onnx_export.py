@@ -207,7 +207,7 @@ def test_runnable_model_uses_the_contrib_domain(bert: tuple[ModelCase, Any, Path
     quantum = [n for n in runnable.graph.node if n.domain == qonnx.RUNNABLE_DOMAIN]
     assert [n.op_type for n in quantum] == ["QRCE", "QAAPMask", "QAAPMask"]
     assert not [o for o in runnable.opset_import if o.domain == qonnx.REVIEW_DOMAIN]
-    with pytest.raises(qgraph.InputError, match="unknown backend 'nope'"):
+    with pytest.raises(qgraph.UnknownBackendError, match="unknown backend 'nope'"):
         qonnx.runnable_model(bert[2] / "model.onnx", backend="nope")
 
 
@@ -292,6 +292,57 @@ def test_file_outside_the_folder_is_refused(
     _expect_refusal(tampered, r"points outside", _feeds(bert[0]))
 
 
+def test_reordered_model_inputs_are_refused(
+    tampered: Path, bert: tuple[ModelCase, Any, Path]
+) -> None:
+    _edit_manifest(tampered, lambda data: data["inputs"].reverse())
+    _expect_refusal(tampered, r"model inputs .* \(order matters\)", _feeds(bert[0]))
+
+
+def test_dropped_model_output_is_refused(tampered: Path, bert: tuple[ModelCase, Any, Path]) -> None:
+    _edit_manifest(tampered, lambda data: data["outputs"].pop())
+    _expect_refusal(tampered, r"has no shape and dtype in the manifest", _feeds(bert[0]))
+
+
+def test_flipped_partition_kind_is_refused(
+    tampered: Path, bert: tuple[ModelCase, Any, Path]
+) -> None:
+    def flip(data: dict[str, Any]) -> None:
+        next(p for p in data["partitions"] if p["id"] == "q1")["kind"] = "classical"
+
+    _edit_manifest(tampered, flip)
+    _expect_refusal(tampered, r"q1 is listed as classical but", _feeds(bert[0]))
+
+
+def test_false_review_metadata_is_refused(
+    tampered: Path, bert: tuple[ModelCase, Any, Path]
+) -> None:
+    def lie(data: dict[str, Any]) -> None:
+        next(p for p in data["partitions"] if p["id"] == "q1")["qubits"] = 2
+
+    _edit_manifest(tampered, lie)
+    _expect_refusal(tampered, r"q1: the manifest says qubits = 2 but", _feeds(bert[0]))
+
+
+def test_a_file_listed_twice_is_refused(tampered: Path, bert: tuple[ModelCase, Any, Path]) -> None:
+    def duplicate(data: dict[str, Any]) -> None:
+        copy = dict(data["partitions"][-1], id="c9", outputs=[])
+        data["partitions"].append(copy)
+
+    _edit_manifest(tampered, duplicate)
+    _expect_refusal(tampered, r"listed twice", _feeds(bert[0]))
+
+
+def test_linked_files_are_refused(
+    tampered: Path, bert: tuple[ModelCase, Any, Path], tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.onnx"
+    shutil.copy(tampered / "c3.onnx", outside)
+    (tampered / "c3.onnx").unlink()
+    (tampered / "c3.onnx").symlink_to(outside)
+    _expect_refusal(tampered, r"c3: c3.onnx is a link or leads outside", _feeds(bert[0]))
+
+
 # ------------------------------------------------------------------ bad inputs
 
 
@@ -300,10 +351,12 @@ def test_run_rejects_inputs_that_do_not_fit(bert: tuple[ModelCase, Any, Path]) -
     ids, mask = case.args[0], case.kwargs["attention_mask"]
     with pytest.raises(qgraph.InputError, match=r"missing \['attention_mask'\]"):
         qonnx.run(folder, {"input_ids": ids})
-    with pytest.raises(qgraph.InputError, match=r"takes 2 inputs"):
+    with pytest.raises(qgraph.InputError, match=r"takes 2 input\(s\)"):
         qonnx.run(folder, [ids])
     with pytest.raises(qgraph.InputError, match=r"input 'input_ids' must be int64"):
         qonnx.run(folder, [ids.float(), mask])
+    with pytest.raises(qgraph.InputError, match=r"got one Tensor. Wrap it"):
+        qonnx.run(folder, ids)
     with pytest.raises(qgraph.InputError, match=r"sizes with the same name must agree"):
         qonnx.run(folder, [ids, mask[:, :-1]])
 
@@ -320,18 +373,62 @@ def test_export_rejects_bad_arguments(bert: tuple[ModelCase, Any, Path], tmp_pat
         qonnx.export_onnx(cm, case.args, a_file, case.kwargs)
 
 
-def test_export_leaves_the_module_in_its_mode(
-    bert: tuple[ModelCase, Any, Path], tmp_path: Path
-) -> None:
-    case, cm, _ = bert
+def test_export_leaves_every_module_in_its_mode(tmp_path: Path) -> None:
+    """symbolic_trace graphs call the user's own submodules: export must not flip them."""
+    from qgraph.models import encoder_model
+
+    case = encoder_model(layers=1, d_model=16, heads=2, vocab=50, seq_len=4)
+    cm = qgraph.compile(case.model, case.args, case.kwargs, policy="all", frontend="symbolic_trace")
     cm.train()
-    try:
-        qonnx.export_onnx(cm, case.args, tmp_path, case.kwargs, verify=False, progress=False)
-        assert cm.training
-    finally:
-        cm.eval()
+    case.model.train()
+    before = {name: m.training for name, m in case.model.named_modules()}
+    qonnx.export_onnx(cm, case.args, tmp_path, case.kwargs, verify=False, progress=False)
+    assert cm.training
+    assert {name: m.training for name, m in case.model.named_modules()} == before
     manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
     assert manifest["verification"] is None
+    outputs = qonnx.run(tmp_path, _feeds(case))  # the eval graph was exported
+    cm.eval()
+    expected = cm(*case.args, **case.kwargs).detach().numpy()
+    np.testing.assert_allclose(next(iter(outputs.values())), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_verification_uses_the_exact_backend_whatever_the_module_runs_on(
+    tmp_path: Path,
+) -> None:
+    from qgraph.backends.shots import ShotsBackend
+
+    case = hf_model("bert", layers=1)
+    sampler = ShotsBackend(shots=64, seed=0)
+    cm = qgraph.compile(case.model, case.args, case.kwargs, policy="all", backend=sampler)
+    cm(*case.args, **case.kwargs)
+    assert sampler.stats.jobs == 2  # one QRCE and one QAAP call
+    manifest = qonnx.export_onnx(cm, case.args, tmp_path, case.kwargs, progress=False)
+    assert sampler.stats.jobs == 2  # the export's check ran nothing on the sampler
+    assert manifest.verification is not None
+    assert manifest.verification["max_abs_diff"] < TOLERANCE
+    assert all(p.backend.startswith("shots") for p in manifest.partitions if p.kind == "quantum")
+
+
+def test_a_size_the_graph_fixed_is_static_in_the_export(tmp_path: Path) -> None:
+    case = hf_model("bert", layers=1, batch=1)  # torch.export specialises batch 1
+    _, manifest = _export(case, tmp_path)
+    assert manifest.tensor("input_ids").shape[0] == 1
+    assert any("axis 0 is fixed at 1" in note for note in manifest.notes)
+    ids, mask = example_ids(case.vocab_size, batch=3, seq_len=8)
+    with pytest.raises(qgraph.InputError, match=r"static shape \[1, "):
+        qonnx.run(tmp_path, [ids, mask])
+    longer_ids, longer_mask = example_ids(case.vocab_size, batch=1, seq_len=12)
+    assert qonnx.run(tmp_path, [longer_ids, longer_mask])["last_hidden_state"].shape[1] == 12
+
+
+def test_runnable_model_takes_float32_only(tmp_path: Path) -> None:
+    case = hf_model("bert", layers=1)
+    case.model.double()
+    cm = qgraph.compile(case.model, case.args, case.kwargs, policy="all")
+    qonnx.export_onnx(cm, case.args, tmp_path, case.kwargs, verify=False, progress=False)
+    with pytest.raises(qgraph.InputError, match="Python ops take float32"):
+        qonnx.runnable_model(tmp_path / "model.onnx")
 
 
 @pytest.mark.parametrize("name", ["encoder", "distilbert", "roberta", "llama"])

@@ -29,13 +29,13 @@ import torch.utils._pytree as pytree
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from qgraph.errors import InputError
+from qgraph.errors import InputError, QGraphError
 from qgraph.onnx.manifest import (
     Manifest,
     PartitionSpec,
     TensorSpec,
-    _shape_of,
     sha256,
+    tensor_spec,
 )
 from qgraph.onnx.partition import Partition, split
 from qgraph.onnx.schemas import attributes_of, is_quantum_node, translation_table
@@ -102,8 +102,67 @@ def flat_module(
     output.args = (tuple(flat_out),)
     flat = fx.GraphModule(gm, graph)
     flat.recompile()
-    flat.eval()  # the graph is the eval-mode capture; say so to the exporter
     return flat, tensors, names
+
+
+def _with_exact_backend(flat: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``flat`` whose quantum ops run on the exact backend (the verification's
+    reference: the export is checked, not the sampling noise or a remote device)."""
+    from qgraph.scheduler import is_quantum
+
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(flat.graph, {}))
+    for node in graph.nodes:
+        if is_quantum(node):
+            position = [a.name for a in node.target._schema.arguments].index("backend")
+            if len(node.args) > position:
+                node.args = (*node.args[:position], "exact", *node.args[position + 1 :])
+            else:
+                node.kwargs = {**node.kwargs, "backend": "exact"}
+    exact = fx.GraphModule(flat, graph)
+    exact.recompile()
+    return exact
+
+
+@contextlib.contextmanager
+def _modes_restored(*roots: torch.nn.Module) -> Iterator[None]:
+    """Restore every module's train/eval flag on exit (graphs share the user's submodules)."""
+    saved = {module: module.training for root in roots for module in root.modules()}
+    try:
+        yield
+    finally:
+        for module, mode in saved.items():
+            module.training = mode
+
+
+def _pin_specialised_sizes(
+    model: onnx.ModelProto, gm: fx.GraphModule, input_names: list[str], notes: list[str]
+) -> None:
+    """Make the ONNX inputs static where the captured graph itself is.
+
+    torch.export specialises a size of 0 or 1 in the example to a constant (its "0/1
+    specialisation"); the compiled graph then only works at that size even though a
+    re-export of it would name the dimension symbolically. Say so in the inputs' shapes.
+    """
+    captured = {
+        n.name: n.meta["val"]
+        for n in gm.graph.nodes
+        if n.op == "placeholder" and isinstance(n.meta.get("val"), torch.Tensor)
+    }
+    for value in model.graph.input:
+        example = captured.get(value.name)
+        if example is None or value.name not in input_names:
+            continue
+        for axis, (dim, size) in enumerate(
+            zip(value.type.tensor_type.shape.dim, example.shape, strict=True)
+        ):
+            if isinstance(size, int) and not dim.HasField("dim_value"):
+                dim.dim_value = size
+                notes.append(
+                    f"input {value.name!r} axis {axis} is fixed at {size}: the captured graph "
+                    f"specialised it (torch.export fixes example sizes 0 and 1). Compile with "
+                    f"an example of size ≥ 2 there to keep it dynamic."
+                )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,8 +195,8 @@ def _to_onnx(
         try:
             with _quiet():
                 program = torch.onnx.export(flat, tuple(tensors), **options)
-        except Exception:
-            raise dynamic_failure from None
+        except Exception as static_failure:
+            raise static_failure from dynamic_failure
         notes.append(
             "exported with static shapes: a dynamic-shape export failed "
             f"({type(dynamic_failure).__name__}: {str(dynamic_failure).splitlines()[0][:200]})."
@@ -171,7 +230,8 @@ def _quiet() -> Iterator[None]:
 
 
 def _circuit(site: Site, cm: CompiledModule) -> tuple[int, Any]:
-    """(qubits, template circuit) of a site's quantum op at the example shapes."""
+    """(qubits, template circuit) of a site's quantum op at the compile example's shapes
+    (the report's: the same shapes its shots and costs are for)."""
     from qgraph.circuits.qaap import qaap_registers
     from qgraph.circuits.templates import qaap_template, qrce_layer_template
 
@@ -217,7 +277,7 @@ def annotate(model: onnx.ModelProto, cm: CompiledModule) -> dict[str, Site]:
             "qasm": qasm3.dumps(circuit),
             "device": cm.report.device or "",
             "backend": cm.report.backend,
-            "gradient": cm._gradients.get(site.op, ""),
+            "gradient": cm.gradients.get(site.op, ""),
             "path": site.path,
             "site_key": site.key,
         }
@@ -235,8 +295,7 @@ def annotate(model: onnx.ModelProto, cm: CompiledModule) -> dict[str, Site]:
 
 
 def _spec(value_info: dict[str, onnx.ValueInfoProto], name: str) -> TensorSpec:
-    dtype, shape = _shape_of(value_info[name])
-    return TensorSpec(name, dtype, shape)
+    return tensor_spec(value_info[name])
 
 
 def _partition_spec(
@@ -278,6 +337,84 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _write_partitions(
+    model: onnx.ModelProto,
+    partitions: list[Partition],
+    folder: Path,
+    sites: dict[str, Site],
+    cm: CompiledModule,
+    input_names: list[str],
+    output_names: list[str],
+    notes: list[str],
+) -> Manifest:
+    """Check and write every partition file, then ``manifest.json``; returns the manifest."""
+    value_info = {
+        v.name: v for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]
+    }
+    specs = []
+    for partition in partitions:
+        onnx.checker.check_model(partition.model, full_check=True)
+        path = folder / f"{partition.id}.onnx"
+        onnx.save(partition.model, str(path))
+        specs.append(_partition_spec(partition, path.name, sha256(path), sites, cm))
+    produced = {name: p.id for p in partitions for name in p.outputs}
+    edges: dict[tuple[str, str], list[str]] = {}
+    for partition in partitions:
+        for name in partition.inputs:
+            if name in produced:
+                edges.setdefault((produced[name], partition.id), []).append(name)
+    graph_io = set(input_names) | set(output_names)
+    boundary = sorted({n for p in partitions for n in p.outputs} - graph_io)
+    manifest = Manifest(
+        inputs=[_spec(value_info, n) for n in input_names],
+        outputs=[_spec(value_info, n) for n in output_names],
+        boundary=[_spec(value_info, n) for n in boundary],
+        partitions=specs,
+        edges=[(s, t, names) for (s, t), names in edges.items()],
+        versions=_versions(),
+        model={"file": MODEL_NAME, "sha256": sha256(folder / MODEL_NAME)},
+        notes=notes,
+        directory=folder,
+    )
+    manifest.write(folder)
+    return manifest
+
+
+def _verify(manifest: Manifest, reference_module: fx.GraphModule, tensors: list[Any]) -> None:
+    """Run the partitioned form on the exact backend against the PyTorch graph (also on the
+    exact backend) and record the largest difference in the manifest."""
+    from qgraph.onnx.runtime import run
+
+    assert manifest.directory is not None
+    try:
+        with torch.no_grad():
+            reference = reference_module(*tensors)
+        outputs = run(manifest.directory, list(tensors), backend="exact")
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        manifest.verification = {"backend": "exact", "error": message}
+        manifest.write(manifest.directory)
+        raise QGraphError(
+            f"the export in {manifest.directory} was written, but running it failed: {message}. "
+            "Re-export with verify=False (--no-verify) to skip the check run."
+        ) from exc
+    largest, non_finite, compared = 0.0, False, 0
+    for spec, expected in zip(manifest.outputs, reference, strict=True):
+        if not (expected.is_floating_point() and expected.numel()):
+            continue
+        difference = (torch.as_tensor(outputs[spec.name]) - expected.detach()).abs()
+        non_finite |= not bool(torch.isfinite(difference).all())
+        largest = max(largest, float(torch.nan_to_num(difference, nan=0.0, posinf=0.0).max()))
+        compared += 1
+    manifest.verification = {
+        "backend": "exact",
+        "max_abs_diff": None if non_finite else largest,
+        "non_finite": non_finite,
+        "outputs_compared": compared,
+    }
+    manifest.write(manifest.directory)
+
+
 def export_onnx(
     cm: CompiledModule,
     example_inputs: tuple[Any, ...],
@@ -291,7 +428,8 @@ def export_onnx(
 
     Writes ``model.onnx``, one file per partition and ``manifest.json`` (module docstring).
     With ``verify`` the partitioned form is run once on the exact backend and its largest
-    absolute difference from the compiled module's own output is recorded in the manifest.
+    absolute difference from the rewritten PyTorch graph (its quantum ops also on the exact
+    backend, whatever the module is bound to) is recorded in the manifest.
     Returns the manifest.
     """
     from qgraph.api import CompiledModule
@@ -333,73 +471,31 @@ def export_onnx(
                 bar.update(task, description=steps[done])
 
         was_training = cm.training
-        cm.eval()
         try:
-            gm, flat_inputs = cm.graph_for(*example_inputs, **kwargs)
-            flat, tensors, input_names = flat_module(gm, flat_inputs)
-            with torch.no_grad():
-                reference = flat(*tensors)
-            output_names = _output_names(gm, len(reference))
-            advance()
-
-            model = _to_onnx(flat, tensors, input_names, output_names, notes)
-            advance()
-
-            sites = annotate(model, cm)
-            partitions = split(model)  # sets each quantum node's "partition" attribute
-            onnx.checker.check_model(model, full_check=True)
-            model_path = folder / MODEL_NAME
-            onnx.save(model, str(model_path))
-            advance()
-
-            value_info = {
-                v.name: v
-                for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]
-            }
-            specs = []
-            for partition in partitions:
-                onnx.checker.check_model(partition.model, full_check=True)
-                path = folder / f"{partition.id}.onnx"
-                onnx.save(partition.model, str(path))
-                specs.append(_partition_spec(partition, path.name, sha256(path), sites, cm))
-            produced = {name: p.id for p in partitions for name in p.outputs}
-            edges: dict[tuple[str, str], list[str]] = {}
-            for partition in partitions:
-                for name in partition.inputs:
-                    if name in produced:
-                        edges.setdefault((produced[name], partition.id), []).append(name)
-            graph_io = set(input_names) | set(output_names)
-            boundary = sorted({n for p in partitions for n in p.outputs} - graph_io)
-            manifest = Manifest(
-                inputs=[_spec(value_info, n) for n in input_names],
-                outputs=[_spec(value_info, n) for n in output_names],
-                boundary=[_spec(value_info, n) for n in boundary],
-                partitions=specs,
-                edges=[(s, t, names) for (s, t), names in edges.items()],
-                versions=_versions(),
-                model={"file": MODEL_NAME, "sha256": sha256(model_path)},
-                notes=notes,
-                directory=folder,
-            )
-            manifest.write(folder)
-            advance()
-
-            if verify:
-                from qgraph.onnx.runtime import run
-
-                outputs = run(folder, list(tensors), backend="exact")
-                diffs = [
-                    float((torch.as_tensor(outputs[name]) - ref.detach()).abs().max())
-                    for name, ref in zip(output_names, reference, strict=True)
-                    if ref.is_floating_point() and ref.numel()
-                ]
-                manifest.verification = {
-                    "backend": "exact",
-                    "max_abs_diff": max(diffs, default=0.0),
-                    "outputs_compared": len(diffs),
-                }
-                manifest.write(folder)
-                advance()
+            with _modes_restored(cm, cm.model):
+                cm.eval()
+                gm, flat_inputs = cm.graph_for(*example_inputs, **kwargs)
+                flat, tensors, input_names = flat_module(gm, flat_inputs)
+                with _modes_restored(flat):
+                    flat.eval()  # the eval-mode capture; fx graphs call the user's submodules
+                    output = next(n for n in flat.graph.nodes if n.op == "output")
+                    output_names = _output_names(gm, len(output.args[0]))
+                    advance()
+                    model = _to_onnx(flat, tensors, input_names, output_names, notes)
+                    _pin_specialised_sizes(model, gm, input_names, notes)
+                    advance()
+                    sites = annotate(model, cm)
+                    partitions = split(model)  # sets each quantum node's "partition" attribute
+                    onnx.checker.check_model(model, full_check=True)
+                    onnx.save(model, str(folder / MODEL_NAME))
+                    advance()
+                    manifest = _write_partitions(
+                        model, partitions, folder, sites, cm, input_names, output_names, notes
+                    )
+                    advance()
+                    if verify:
+                        _verify(manifest, _with_exact_backend(flat), tensors)
+                        advance()
         finally:
-            cm.train(was_training)
+            cm.train(was_training)  # also selects the mode's graph again
     return manifest

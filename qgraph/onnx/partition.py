@@ -7,10 +7,13 @@ the fx graph would put symbolic sizes on the boundaries, which an ONNX file cann
 
 Grouping is the one of ``qgraph.scheduler.partition_dag``: a node's level is the largest
 number of quantum nodes on a path from the graph inputs to it; the classical nodes of one
-level form one partition. Levels never decrease along an edge and increase only through a
-quantum node, so the partitions ordered by (level, classical first) are topologically
-ordered and each classical partition is maximal (merging two would need a path through a
-quantum node, i.e. a cycle).
+level form one partition (all the classical work between two waves of quantum calls).
+Levels never decrease along an edge and increase only through a quantum node, so the
+partitions ordered by (level, classical first) are topologically ordered, and no classical
+node can join a partition of another level without a path through a quantum node leading
+out of and back into it. Two classical partitions with no path between them at all (e.g.
+side branches after different quantum calls) could be merged and are not: the grouping is
+maximal per level, not the fewest partitions possible.
 """
 
 from __future__ import annotations
@@ -54,8 +57,8 @@ def _check_flat(graph: onnx.GraphProto) -> None:
             if attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
                 raise NotImplementedError(
                     f"node {node.name or node.op_type} has a subgraph ({node.op_type}); "
-                    "qgraph does not partition control flow yet. Export without the "
-                    "partitioned form (partitioned=False) or remove the data-dependent branch."
+                    "qgraph does not partition control flow yet. Remove the data-dependent "
+                    "branch from the model (torch.where instead of if/else on tensor values)."
                 )
 
 

@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 import torch
 
-from qgraph.errors import InputError
-from qgraph.onnx.manifest import Manifest, ManifestError, PartitionSpec, TensorSpec, load_manifest
+from qgraph.errors import InputError, MissingDependencyError
+from qgraph.onnx.manifest import Manifest, PartitionSpec, TensorSpec, load_manifest
 from qgraph.onnx.schemas import (
     REVIEW_DOMAIN,
     RUNNABLE_DOMAIN,
@@ -39,6 +39,11 @@ def _as_numpy(value: Any) -> np.ndarray:
 def _bind_inputs(specs: list[TensorSpec], inputs: Inputs) -> dict[str, np.ndarray]:
     """Inputs by name, checked against the manifest's names, dtypes and sizes."""
     names = [s.name for s in specs]
+    if isinstance(inputs, (np.ndarray, torch.Tensor)):
+        raise InputError(
+            f"inputs must be a dict by name or a list in the order {names}; got one "
+            f"{type(inputs).__name__}. Wrap it: [{names[0] if names else 'x'}]."
+        )
     if isinstance(inputs, Mapping):
         missing = [n for n in names if n not in inputs]
         unknown = [n for n in inputs if n not in names]
@@ -50,7 +55,7 @@ def _bind_inputs(specs: list[TensorSpec], inputs: Inputs) -> dict[str, np.ndarra
     else:
         if len(inputs) != len(names):
             raise InputError(
-                f"the export takes {len(names)} inputs {names}; got {len(inputs)}. Pass them "
+                f"the export takes {len(names)} input(s) {names}; got {len(inputs)}. Pass them "
                 "in that order, or as a dict by name."
             )
         values = {n: _as_numpy(v) for n, v in zip(names, inputs, strict=True)}
@@ -68,7 +73,7 @@ def _bind_inputs(specs: list[TensorSpec], inputs: Inputs) -> dict[str, np.ndarra
                     f"input {spec.name!r} has shape {list(value.shape)}; the export was made "
                     f"with static shape {spec.shape}. Re-export at the shape you need."
                 )
-            if isinstance(dim, str) and sizes.setdefault(dim, size) != size:
+            if isinstance(dim, str) and dim and sizes.setdefault(dim, size) != size:
                 raise InputError(
                     f"input {spec.name!r}: size {dim} is {size} here but {sizes[dim]} in "
                     "another input; sizes with the same name must agree."
@@ -196,19 +201,16 @@ _RUNNABLE_ATTRIBUTES = {
 }
 
 
-def runnable_model(model: onnx.ModelProto | str | Path, backend: str = "exact") -> onnx.ModelProto:
+def runnable_model(model: onnx.ModelProto | str | Path, backend: Any = "exact") -> onnx.ModelProto:
     """A copy of a reviewable model whose quantum nodes run as onnxruntime-extensions ops.
 
     The nodes move from ``ai.qgraph`` to ``ai.onnx.contrib`` (the only domain in which
     onnxruntime-extensions runs Python ops), keep only the attributes the ops read, and name
     the qgraph backend (a registered name) they run on.
     """
-    from qgraph.backends import available
+    from qgraph.backends import resolve
 
-    if backend not in available():
-        raise InputError(
-            f"unknown backend {backend!r} for the runnable model; registered: {available()}."
-        )
+    backend_key = resolve(backend)  # a registered name, or an instance (registered now)
     proto = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
     runnable = onnx.ModelProto()
     runnable.CopyFrom(proto)
@@ -216,14 +218,30 @@ def runnable_model(model: onnx.ModelProto | str | Path, backend: str = "exact") 
         v.name: v.type.tensor_type.elem_type
         for v in [*runnable.graph.input, *runnable.graph.value_info, *runnable.graph.output]
     }
+    types.update({t.name: t.data_type for t in runnable.graph.initializer})
     for node in runnable.graph.node:
         if not (node.domain == REVIEW_DOMAIN and is_quantum_node(node)):
             continue
         kernel, mask = node.op_type, None
+        floats = node.input[:3] if kernel == "QAAP" else node.input[1:3]
+        if any(types.get(name) != onnx.TensorProto.FLOAT for name in floats):
+            found = [onnx.TensorProto.DataType.Name(types.get(n, 0)) for n in floats]
+            raise InputError(
+                f"{kernel} node {node.name}: the runnable model's Python ops take float32 "
+                f"tensors; this one has {found}. Run the partitioned form (qgraph.onnx.run), "
+                "or export a float32 model."
+            )
         if kernel == "QAAP" and len(node.input) > 3 and node.input[3]:
-            mask = "bool" if types.get(node.input[3]) == onnx.TensorProto.BOOL else "float"
+            mask_type = types.get(node.input[3])
+            if mask_type not in (onnx.TensorProto.BOOL, onnx.TensorProto.FLOAT):
+                raise InputError(
+                    f"QAAP node {node.name}: its mask {node.input[3]!r} must be bool or float32 "
+                    f"for the runnable model; its type is {mask_type}."
+                )
+            mask = "bool" if mask_type == onnx.TensorProto.BOOL else "float"
         attributes = attributes_of(node)
-        attributes["backend"] = backend
+        attributes["backend"] = backend_key
+        attributes["site"] = attributes.get("site_key") or attributes.get("site", node.name)
         attributes.setdefault("is_causal", 0)
         attributes.setdefault("seed", 0)
         kept = {k: attributes[k] for k in _RUNNABLE_ATTRIBUTES[kernel]}
@@ -232,7 +250,7 @@ def runnable_model(model: onnx.ModelProto | str | Path, backend: str = "exact") 
         node.domain = RUNNABLE_DOMAIN
         del node.attribute[:]
         node.attribute.extend(onnx.helper.make_attribute(k, v) for k, v in kept.items())
-    imports = [o for o in runnable.opset_import if o.domain != REVIEW_DOMAIN]
+    imports = [o for o in runnable.opset_import if o.domain not in (REVIEW_DOMAIN, RUNNABLE_DOMAIN)]
     del runnable.opset_import[:]
     runnable.opset_import.extend([*imports, onnx.helper.make_opsetid(RUNNABLE_DOMAIN, 1)])
     return runnable
@@ -310,10 +328,18 @@ def _register_runnable_ops() -> None:
     )(qrce)
 
 
-def runnable_session(model: onnx.ModelProto | str | Path, backend: str = "exact") -> Any:
-    """An onnxruntime session of the whole model, quantum nodes on ``backend``."""
+def runnable_session(model: onnx.ModelProto | str | Path, backend: Any = "exact") -> Any:
+    """An onnxruntime session of the whole model, quantum nodes on ``backend`` (a registered
+    name or a backend instance) through onnxruntime-extensions."""
     import onnxruntime as ort
-    from onnxruntime_extensions import get_library_path
+
+    try:
+        from onnxruntime_extensions import get_library_path
+    except ImportError:
+        raise MissingDependencyError(
+            "running the whole model needs onnxruntime-extensions: pip install 'qgraph[onnx]' "
+            "(or run the partitioned form with qgraph.onnx.run)."
+        ) from None
 
     _register_runnable_ops()
     options = _session_options()
@@ -325,7 +351,7 @@ def runnable_session(model: onnx.ModelProto | str | Path, backend: str = "exact"
 
 
 def run_model(
-    model: onnx.ModelProto | str | Path, inputs: Inputs, backend: str = "exact"
+    model: onnx.ModelProto | str | Path, inputs: Inputs, backend: Any = "exact"
 ) -> dict[str, np.ndarray]:
     """Run a whole exported ``model.onnx`` in one onnxruntime session; outputs by name."""
     session = runnable_session(model, backend)
@@ -339,11 +365,28 @@ def run_model(
 
 
 def _elem(value: Any) -> int:
-    numpy_types = {"tensor(float)": 1, "tensor(int64)": 7, "tensor(bool)": 9, "tensor(double)": 11}
-    if value.type not in numpy_types:
-        raise ManifestError(f"input {value.name} has type {value.type}, which qgraph cannot feed.")
-    return numpy_types[value.type]
+    """The ONNX element type of an onnxruntime NodeArg ("tensor(float)" → FLOAT)."""
+    name = value.type.removeprefix("tensor(").removesuffix(")")
+    known = {
+        onnx.helper.tensor_dtype_to_np_dtype(t).name: t
+        for t in onnx.TensorProto.DataType.values()
+        if t not in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.STRING)
+        and _numpy_representable(t)
+    }
+    aliases = {"float": "float32", "double": "float64", "float16": "float16"}
+    dtype = aliases.get(name, name)
+    if dtype not in known:
+        raise InputError(f"input {value.name} has type {value.type}, which qgraph cannot feed.")
+    return known[dtype]
+
+
+def _numpy_representable(elem_type: int) -> bool:
+    try:
+        onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+    except (KeyError, ValueError, TypeError):
+        return False
+    return True
 
 
 def _dims(value: Any) -> list[int | str]:
-    return [d if isinstance(d, int) else str(d) for d in value.shape]
+    return [d if isinstance(d, int) else (str(d) if d else "") for d in value.shape]
