@@ -206,10 +206,13 @@ def command_export(arguments: argparse.Namespace) -> None:
             f"  {spec.file:10s} {spec.kind:9s} {what}  "
             f"({len(spec.inputs)} inputs, {len(spec.outputs)} outputs)"
         )
-    if manifest.verification is not None:
+    check = manifest.verification
+    if check is not None and check.get("non_finite"):
+        print("verified on the exact backend: the outputs hold NaN or infinite differences")
+    elif check is not None:
         print(
-            f"verified on the exact backend: largest |ONNX - PyTorch| = "
-            f"{manifest.verification['max_abs_diff']:.3g}"
+            "verified on the exact backend: largest |ONNX - PyTorch| = "
+            f"{check['max_abs_diff']:.3g}"
         )
     for note in manifest.notes:
         print(f"note: {note}")
