@@ -80,38 +80,11 @@ QUICK_QRCE = [0, 2, 5, 6, 9, 11, 13]
 
 
 def attention_site(batch: int, heads: int, seq: int, dim: int) -> Site:
-    shape = (batch, heads, seq, dim)
-    return Site(
-        index=0,
-        kind="attention",
-        path="bench.attn",
-        pattern="sdpa",
-        anchor="sdpa",
-        key="bench.attn",
-        shapes={"q": shape, "k": shape, "v": shape, "out": shape},
-        heads=heads,
-        kv_heads=heads,
-        head_dim=dim,
-        seq_len=seq,
-        kv_len=seq,
-        dtype="float32",
-    )
+    return Site.attention_of_shape(batch, heads, seq, dim, path="bench.attn")
 
 
 def embedding_site(tokens: int) -> Site:
-    return Site(
-        index=0,
-        kind="embedding",
-        path="bench.emb",
-        pattern="embedding",
-        anchor="emb",
-        key="bench.emb",
-        shapes={"table": (tokens, 64), "ids": (1, tokens), "out": (1, tokens, 64)},
-        vocab_size=tokens,
-        embed_dim=64,
-        table="word",
-        dtype="float32",
-    )
+    return Site.embedding_of_shape(1, tokens, tokens, 64, path="bench.emb")
 
 
 def make_backend(name: str, shots: int) -> Any:

@@ -49,6 +49,63 @@ class Site:
     vocab_size: int | None = None
     embed_dim: int | None = None
 
+    @classmethod
+    def attention_of_shape(
+        cls,
+        batch: int,
+        heads: int,
+        seq_len: int,
+        head_dim: int,
+        *,
+        path: str = "attention",
+        **fields: Any,
+    ) -> Site:
+        """A hypothetical self-attention site with q, k, v of shape (batch, heads, seq_len,
+        head_dim): what to cost a shape with (``qgraph.costmodel.estimate``) without a model."""
+        shape = (batch, heads, seq_len, head_dim)
+        values: dict[str, Any] = {
+            "index": 0,
+            "key": path,
+            "shapes": {"q": shape, "k": shape, "v": shape, "out": shape},
+            "heads": heads,
+            "kv_heads": heads,
+            "head_dim": head_dim,
+            "seq_len": seq_len,
+            "kv_len": seq_len,
+            "dtype": "float32",
+            **fields,
+        }
+        return cls(kind="attention", path=path, pattern="sdpa", anchor="sdpa", **values)
+
+    @classmethod
+    def embedding_of_shape(
+        cls,
+        batch: int,
+        seq_len: int,
+        vocab_size: int,
+        embed_dim: int,
+        *,
+        path: str = "embedding",
+        **fields: Any,
+    ) -> Site:
+        """A hypothetical word-embedding site: a (vocab_size, embed_dim) table read at
+        (batch, seq_len) token ids, for costing a shape without a model."""
+        values: dict[str, Any] = {
+            "index": 0,
+            "key": path,
+            "shapes": {
+                "table": (vocab_size, embed_dim),
+                "ids": (batch, seq_len),
+                "out": (batch, seq_len, embed_dim),
+            },
+            "vocab_size": vocab_size,
+            "embed_dim": embed_dim,
+            "table": "word",
+            "dtype": "float32",
+            **fields,
+        }
+        return cls(kind="embedding", path=path, pattern="embedding", anchor="embedding", **values)
+
     @property
     def quantum_op_for_kind(self) -> Literal["qaap", "qrce"]:
         """The quantum op this kind of site would become."""

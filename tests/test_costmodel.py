@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,39 +46,13 @@ SHIPPED = (
 )
 
 
-def attention(batch: int = 2, heads: int = 4, seq: int = 16, dim: int = 16, **kw: object) -> Site:
-    shape = (batch, heads, seq, dim)
-    return Site(
-        index=0,
-        kind="attention",
-        path="encoder.layer.0.attention",
-        pattern="sdpa",
-        anchor="sdpa",
-        key="encoder.layer.0.attention",
-        shapes={"q": shape, "k": shape, "v": shape, "out": shape},
-        heads=heads,
-        kv_heads=heads,
-        head_dim=dim,
-        seq_len=seq,
-        kv_len=seq,
-        dtype="float32",
-        **kw,  # type: ignore[arg-type]
-    )
+def attention(batch: int = 2, heads: int = 4, seq: int = 16, dim: int = 16, **kw: Any) -> Site:
+    return Site.attention_of_shape(batch, heads, seq, dim, path="encoder.layer.0.attention", **kw)
 
 
 def embedding(batch: int = 2, seq: int = 16, vocab: int = 1000, dim: int = 64) -> Site:
-    return Site(
-        index=1,
-        kind="embedding",
-        path="embeddings.word_embeddings",
-        pattern="embedding",
-        anchor="embedding",
-        key="embeddings.word_embeddings",
-        shapes={"table": (vocab, dim), "ids": (batch, seq), "out": (batch, seq, dim)},
-        vocab_size=vocab,
-        embed_dim=dim,
-        table="word",
-        dtype="float32",
+    return Site.embedding_of_shape(
+        batch, seq, vocab, dim, path="embeddings.word_embeddings", index=1
     )
 
 
