@@ -90,70 +90,32 @@ LATENCY_FEATURES = frozenset({"call", "job"})
 #: features that are classical pre/post-processing on the CPU
 PRE_POST_FEATURES = frozenset({"params"})
 
+#: the exact backend's closed-form QAAP and statevector QRCE; the shots backend runs the same
+#: computation and then samples (+ "draws")
+_EXACT_QAAP = ("call", "rows", "scores", "scores_mid", "scores_big", "madds")
+_EXACT_QRCE = (
+    "call",
+    "pyops",
+    "circuits",
+    "amp_gates",
+    "amp_gates_mid",
+    "outcomes",
+    "outcomes_mid",
+    "outcomes_big",
+)
+_AER_BASE = ("call", "job", "circuits", "gate_binds", "amp_gates")
+
 #: the features each model uses
 MODEL_FEATURES: dict[str, tuple[str, ...]] = {
-    "exact.qaap": ("call", "rows", "scores", "scores_mid", "scores_big", "madds"),
-    "exact.qrce": (
-        "call",
-        "pyops",
-        "circuits",
-        "amp_gates",
-        "amp_gates_mid",
-        "outcomes",
-        "outcomes_mid",
-        "outcomes_big",
-    ),
-    "shots.qaap": ("call", "rows", "scores", "scores_mid", "scores_big", "madds", "draws"),
-    "shots.qrce": (
-        "call",
-        "pyops",
-        "circuits",
-        "amp_gates",
-        "amp_gates_mid",
-        "outcomes",
-        "outcomes_mid",
-        "outcomes_big",
-        "draws",
-    ),
-    "shots.qrce_grad": (
-        "call",
-        "pyops",
-        "circuits",
-        "amp_gates",
-        "amp_gates_mid",
-        "outcomes",
-        "outcomes_mid",
-        "draws",
-    ),
-    "aer.qaap_exact": ("call", "job", "circuits", "gate_binds", "amp_gates", "params"),
-    "aer.qaap_sampled": (
-        "call",
-        "job",
-        "circuits",
-        "gate_binds",
-        "amp_gates",
-        "params",
-        "draws",
-        "draw_bits",
-    ),
-    "aer.qrce_exact": (
-        "call",
-        "job",
-        "circuits",
-        "gate_binds",
-        "amp_gates",
-        "observables",
-        "outcomes",
-    ),
-    "aer.qrce_sampled": (
-        "call",
-        "job",
-        "circuits",
-        "gate_binds",
-        "amp_gates",
-        "draws",
-        "draw_bits",
-    ),
+    "exact.qaap": _EXACT_QAAP,
+    "exact.qrce": _EXACT_QRCE,
+    "shots.qaap": (*_EXACT_QAAP, "draws"),
+    "shots.qrce": (*_EXACT_QRCE, "draws"),
+    "shots.qrce_grad": (*_EXACT_QRCE[:-1], "draws"),
+    "aer.qaap_exact": (*_AER_BASE, "params"),
+    "aer.qaap_sampled": (*_AER_BASE, "params", "draws", "draw_bits"),
+    "aer.qrce_exact": (*_AER_BASE, "observables", "outcomes"),
+    "aer.qrce_sampled": (*_AER_BASE, "draws", "draw_bits"),
 }
 
 
