@@ -25,3 +25,7 @@ class InputError(QGraphError, ValueError):
 
 class MissingDependencyError(QGraphError, ImportError):
     """An optional feature whose packages are not installed; the message names the extra."""
+
+
+class UnsupportedGraphError(QGraphError, ValueError):
+    """A graph with a construct qgraph cannot handle (e.g. control flow in an export)."""

@@ -343,6 +343,29 @@ def test_linked_files_are_refused(
     _expect_refusal(tampered, r"c3: c3.onnx is a link or leads outside", _feeds(bert[0]))
 
 
+def test_control_flow_is_not_partitioned() -> None:
+    from onnx import TensorProto, helper
+
+    from qgraph.errors import UnsupportedGraphError
+    from qgraph.onnx.partition import split
+
+    def branch(name: str) -> onnx.GraphProto:
+        out = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [1])
+        return helper.make_graph(
+            [helper.make_node("Identity", ["x"], [f"{name}_out"])], name, [], [out]
+        )
+
+    condition = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    node = helper.make_node(
+        "If", ["c"], ["y"], name="choose", then_branch=branch("then"), else_branch=branch("else")
+    )
+    model = helper.make_model(helper.make_graph([node], "g", [condition, x], [y]))
+    with pytest.raises(UnsupportedGraphError, match=r"node choose has a subgraph \(If\)"):
+        split(model)
+
+
 # ------------------------------------------------------------------ bad inputs
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import helper
 
+from qgraph.errors import UnsupportedGraphError
 from qgraph.onnx.schemas import REVIEW_DOMAIN, is_quantum_node
 
 
@@ -55,7 +56,7 @@ def _check_flat(graph: onnx.GraphProto) -> None:
     for node in graph.node:
         for attribute in node.attribute:
             if attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-                raise NotImplementedError(
+                raise UnsupportedGraphError(
                     f"node {node.name or node.op_type} has a subgraph ({node.op_type}); "
                     "qgraph does not partition control flow yet. Remove the data-dependent "
                     "branch from the model (torch.where instead of if/else on tensor values)."
