@@ -81,30 +81,62 @@ def _bind_inputs(specs: list[TensorSpec], inputs: Inputs) -> dict[str, np.ndarra
     return values
 
 
-def _run_quantum_node(
-    node: onnx.NodeProto,
-    values: dict[str, np.ndarray],
+def _qaap(
     backend: Any,
-) -> list[np.ndarray]:
-    """One QAAP/QRCE node on a qgraph backend (no autograd)."""
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    mask: np.ndarray | None,
+    is_causal: int,
+    site: str,
+) -> np.ndarray:
+    """QAAP of arrays on a backend (a registered name or an instance), without autograd."""
+    with torch.no_grad():
+        out = _backend(backend).qaap(
+            _tensor(q),
+            _tensor(k),
+            _tensor(v),
+            None if mask is None else _tensor(mask),
+            bool(is_causal),
+            None,
+            0.0,
+            site,
+        )
+    return out.numpy()
+
+
+def _qrce(
+    backend: Any,
+    token_ids: np.ndarray,
+    angle_table: np.ndarray,
+    weights: np.ndarray,
+    seed: int,
+    site: str,
+) -> np.ndarray:
+    """QRCE features of arrays on a backend, without autograd."""
     from qgraph.kernels.qrce import QRCEStructure
 
+    structure = QRCEStructure.from_seed(angle_table.shape[-1], weights.shape[0], int(seed))
+    with torch.no_grad():
+        out = _backend(backend).qrce(
+            _tensor(token_ids), _tensor(angle_table), _tensor(weights), structure, site
+        )
+    return out.numpy()
+
+
+def _run_quantum_node(
+    node: onnx.NodeProto, values: dict[str, np.ndarray], backend: Any
+) -> list[np.ndarray]:
+    """One ``ai.qgraph`` QAAP/QRCE node on a qgraph backend."""
     attributes = attributes_of(node)
     site = attributes.get("site_key") or attributes.get("site", node.name)
-    args = [_tensor(values[n]) if n else None for n in node.input]
-    with torch.no_grad():
-        if node.op_type.startswith("QAAP"):
-            q, k, v, *rest = args
-            mask = rest[0] if rest else None
-            out = backend.qaap(q, k, v, mask, bool(attributes.get("is_causal", 0)), None, 0.0, site)
-        else:
-            token_ids, angle_table, weights = args
-            assert angle_table is not None and weights is not None
-            structure = QRCEStructure.from_seed(
-                angle_table.shape[-1], weights.shape[0], int(attributes["seed"])
-            )
-            out = backend.qrce(token_ids, angle_table, weights, structure, site)
-    return [out.numpy()]
+    args: list[Any] = [values[n] if n else None for n in node.input]
+    if node.op_type == "QAAP":
+        q, k, v, *rest = args
+        mask = rest[0] if rest else None
+        return [_qaap(backend, q, k, v, mask, attributes.get("is_causal", 0), site)]
+    token_ids, angle_table, weights = args
+    return [_qrce(backend, token_ids, angle_table, weights, attributes["seed"], site)]
 
 
 def _tensor(value: np.ndarray) -> torch.Tensor:
@@ -268,53 +300,15 @@ def _register_runnable_ops() -> None:
         "is_causal": PyCustomOpDef.dt_int64,
     }
 
-    def qaap(
-        q: np.ndarray,
-        k: np.ndarray,
-        v: np.ndarray,
-        mask: np.ndarray | None,
-        backend: str,
-        site: str,
-        is_causal: int,
-    ) -> np.ndarray:
-        with torch.no_grad():
-            out = _backend(backend).qaap(
-                _tensor(q),
-                _tensor(k),
-                _tensor(v),
-                None if mask is None else _tensor(mask),
-                bool(is_causal),
-                None,
-                0.0,
-                site,
-            )
-        return out.numpy()
-
     onnx_op(op_type="QAAP", inputs=[f32] * 3, outputs=[f32], attrs=qaap_attrs)(
-        lambda q, k, v, **a: qaap(q, k, v, None, **a)
+        lambda q, k, v, backend, site, is_causal: _qaap(backend, q, k, v, None, is_causal, site)
     )
     onnx_op(op_type="QAAPMask", inputs=[f32, f32, f32, boolean], outputs=[f32], attrs=qaap_attrs)(
-        lambda q, k, v, m, **a: qaap(q, k, v, m, **a)
+        lambda q, k, v, m, backend, site, is_causal: _qaap(backend, q, k, v, m, is_causal, site)
     )
     onnx_op(op_type="QAAPBias", inputs=[f32] * 4, outputs=[f32], attrs=qaap_attrs)(
-        lambda q, k, v, m, **a: qaap(q, k, v, m, **a)
+        lambda q, k, v, m, backend, site, is_causal: _qaap(backend, q, k, v, m, is_causal, site)
     )
-
-    def qrce(
-        token_ids: np.ndarray,
-        angle_table: np.ndarray,
-        weights: np.ndarray,
-        backend: str,
-        site: str,
-        seed: int,
-    ) -> np.ndarray:
-        from qgraph.kernels.qrce import QRCEStructure
-
-        table, w = _tensor(angle_table), _tensor(weights)
-        structure = QRCEStructure.from_seed(table.shape[-1], w.shape[0], int(seed))
-        with torch.no_grad():
-            out = _backend(backend).qrce(_tensor(token_ids), table, w, structure, site)
-        return out.numpy()
 
     onnx_op(
         op_type="QRCE",
@@ -325,7 +319,11 @@ def _register_runnable_ops() -> None:
             "site": PyCustomOpDef.dt_string,
             "seed": PyCustomOpDef.dt_int64,
         },
-    )(qrce)
+    )(
+        lambda ids, table, weights, backend, site, seed: _qrce(
+            backend, ids, table, weights, seed, site
+        )
+    )
 
 
 def runnable_session(model: onnx.ModelProto | str | Path, backend: Any = "exact") -> Any:
@@ -355,37 +353,22 @@ def run_model(
 ) -> dict[str, np.ndarray]:
     """Run a whole exported ``model.onnx`` in one onnxruntime session; outputs by name."""
     session = runnable_session(model, backend)
-    specs = [
-        TensorSpec(i.name, onnx.helper.tensor_dtype_to_np_dtype(_elem(i)).name, _dims(i))
-        for i in session.get_inputs()
-    ]
+    specs = [TensorSpec(i.name, _numpy_dtype(i), _dims(i)) for i in session.get_inputs()]
     values = _bind_inputs(specs, inputs)
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, values), strict=True))
 
 
-def _elem(value: Any) -> int:
-    """The ONNX element type of an onnxruntime NodeArg ("tensor(float)" → FLOAT)."""
+def _numpy_dtype(value: Any) -> str:
+    """The numpy dtype name of an onnxruntime input ("tensor(float)" → "float32")."""
     name = value.type.removeprefix("tensor(").removesuffix(")")
-    known = {
-        onnx.helper.tensor_dtype_to_np_dtype(t).name: t
-        for t in onnx.TensorProto.DataType.values()
-        if t not in (onnx.TensorProto.UNDEFINED, onnx.TensorProto.STRING)
-        and _numpy_representable(t)
-    }
-    aliases = {"float": "float32", "double": "float64", "float16": "float16"}
-    dtype = aliases.get(name, name)
-    if dtype not in known:
-        raise InputError(f"input {value.name} has type {value.type}, which qgraph cannot feed.")
-    return known[dtype]
-
-
-def _numpy_representable(elem_type: int) -> bool:
+    name = {"float": "float32", "double": "float64"}.get(name, name)
     try:
-        onnx.helper.tensor_dtype_to_np_dtype(elem_type)
-    except (KeyError, ValueError, TypeError):
-        return False
-    return True
+        return np.dtype(name).name
+    except TypeError:
+        raise InputError(
+            f"input {value.name} has type {value.type}, which qgraph cannot feed."
+        ) from None
 
 
 def _dims(value: Any) -> list[int | str]:
