@@ -13,6 +13,7 @@ from typing import Any
 import qgraph.ops  # noqa: F401  (registers torch.ops.qgraph.*)
 from qgraph.api import CompiledModule, compile, devices, explain
 from qgraph.errors import CaptureError, InputError, PolicyError, QGraphError, UnknownBackendError
+from qgraph.persist import load, save
 from qgraph.report import Report
 from qgraph.site import Site
 
@@ -40,4 +41,6 @@ __all__ = [
     "devices",
     "explain",
     "export_onnx",
+    "load",
+    "save",
 ]

@@ -10,9 +10,10 @@ the model allows; the guards of the result say which sizes a call may use.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -58,39 +59,26 @@ def check_example_inputs(model: torch.nn.Module, args: Any, kwargs: Any) -> None
         ) from None
 
 
-def with_cache_disabled(model: torch.nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Add ``use_cache=False`` for models whose forward takes it (GPT-2, Llama, ...).
-
-    A KV cache object in the output cannot be captured, and a compiled graph has no use for
-    one; a caller who set ``use_cache`` keeps their value.
-    """
-    if "use_cache" in kwargs:
-        return kwargs
-    if "use_cache" in inspect.signature(model.forward).parameters:
-        return {**kwargs, "use_cache": False}
-    return kwargs
-
-
 def _dynamic_shapes(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Dim.AUTO for every dimension of every tensor input, keyed by forward's parameter names.
-
-    None (a static capture) when an input lands in forward's ``**kwargs``: torch.export
-    rejects every dynamic-shape spec for var-keyword inputs ("Must provide a tree_name"), and
-    the compiled module recaptures per shape instead.
-    """
+    """Dim.AUTO for every dimension of every tensor input, keyed by forward's parameter names
+    (inputs in forward's ``**kwargs`` are named by ``_extras_named`` during the capture)."""
     signature = inspect.signature(model.forward)
     bound = signature.bind(*args, **kwargs)
     specs: dict[str, Any] = {}
     for name, value in bound.arguments.items():
         if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
-            return None
-        specs[name] = pytree.tree_map(
-            lambda x: (
-                {d: Dim.AUTO for d in range(x.dim())} if isinstance(x, torch.Tensor) else None
-            ),
-            value,
-        )
+            for extra, extra_value in value.items():
+                specs[extra] = _auto_dims(extra_value)
+        else:
+            specs[name] = _auto_dims(value)
     return specs
+
+
+def _auto_dims(value: Any) -> Any:
+    return pytree.tree_map(
+        lambda x: {d: Dim.AUTO for d in range(x.dim())} if isinstance(x, torch.Tensor) else None,
+        value,
+    )
 
 
 def _user_frame(exc: BaseException) -> str:
@@ -140,14 +128,64 @@ def raise_if_model_fails(
         ) from eager_exc
 
 
-def _export(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Captured:
-    program = torch.export.export(
-        model,
-        tuple(args),
-        kwargs,
-        strict=False,
-        dynamic_shapes=_dynamic_shapes(model, args, kwargs),
+def _var_keyword_names(
+    model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> list[str]:
+    """The inputs that land in forward's ``**kwargs`` (``return_dict``, HF Trainer's
+    ``num_items_in_batch``, ...)."""
+    signature = inspect.signature(model.forward)
+    bound = signature.bind(*args, **kwargs)
+    for name, value in bound.arguments.items():
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            return list(value)
+    return []
+
+
+@contextlib.contextmanager
+def _extras_named(model: torch.nn.Module, names: list[str]) -> Iterator[None]:
+    """``model.forward`` with ``names`` as keyword-only parameters of its signature.
+
+    torch.export takes no dynamic-shape spec for inputs in ``**kwargs`` (it fails with "Must
+    provide a tree_name"), so for the capture those inputs get names of their own; the
+    stand-in forward calls the real one, so a concurrent call sees no difference.
+    """
+    if not names:
+        yield
+        return
+    had_own = "forward" in model.__dict__
+    original = model.forward
+    signature = inspect.signature(original)
+    parameters = list(signature.parameters.values())
+    position = next(i for i, p in enumerate(parameters) if p.kind is inspect.Parameter.VAR_KEYWORD)
+    extras = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in names
+    ]
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        return original(*args, **kwargs)
+
+    forward.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*parameters[:position], *extras, *parameters[position:]]
     )
+    object.__setattr__(model, "forward", forward)
+    try:
+        yield
+    finally:
+        if had_own:
+            object.__setattr__(model, "forward", original)
+        else:
+            del model.__dict__["forward"]
+
+
+def _export(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Captured:
+    with _extras_named(model, _var_keyword_names(model, args, kwargs)):
+        program = torch.export.export(
+            model,
+            tuple(args),
+            kwargs,
+            strict=False,
+            dynamic_shapes=_dynamic_shapes(model, args, kwargs),
+        )
     gm = program.module()
     assert isinstance(gm, fx.GraphModule)
     in_spec = gm._in_spec  # type: ignore[attr-defined]

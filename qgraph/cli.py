@@ -211,8 +211,7 @@ def command_export(arguments: argparse.Namespace) -> None:
         print("verified on the exact backend: the outputs hold NaN or infinite differences")
     elif check is not None:
         print(
-            "verified on the exact backend: largest |ONNX - PyTorch| = "
-            f"{check['max_abs_diff']:.3g}"
+            f"verified on the exact backend: largest |ONNX - PyTorch| = {check['max_abs_diff']:.3g}"
         )
     for note in manifest.notes:
         print(f"note: {note}")

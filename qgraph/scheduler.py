@@ -65,7 +65,6 @@ import torch.utils._pytree as pytree
 
 import qgraph.ops  # noqa: F401  (registers torch.ops.qgraph.*)
 from qgraph.backends import Backend, ExecutionRecord, get_backend
-from qgraph.capture import with_cache_disabled
 
 if TYPE_CHECKING:
     from qgraph.api import CompiledModule
@@ -673,13 +672,14 @@ class HybridScheduler:
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[fx.GraphModule, Callable[[tuple[Any, ...], dict[str, Any]], list[Any]]]:
         cm = self.cm
-        gm = cm._graph_for(args, kwargs)
-        if gm is not cm.graph_module:
-            cm._modules["graph_module"] = gm
-        for graph_module, captured, _fits in cm._graphs.values():
-            if graph_module is gm:
-                return gm, captured.flatten_inputs
-        raise RuntimeError("qgraph: the compiled module has no capture for its graph (a bug).")
+        entry = cm.capture_for(*args, **kwargs)
+        if entry.graph_module is not cm.graph_module:
+            cm._modules["graph_module"] = entry.graph_module
+
+        def flatten(call_args: tuple[Any, ...], call_kwargs: dict[str, Any]) -> list[Any]:
+            return entry.flatten(cm.bind(call_args, call_kwargs))
+
+        return entry.graph_module, flatten
 
     def _plan(self, gm: fx.GraphModule) -> _Plan:
         cached = self._plans.get(id(gm))
@@ -696,7 +696,6 @@ class HybridScheduler:
         kernels that see a smaller batch; ``self.timeline`` holds the step's events.
         """
         cm = self.cm
-        kwargs = with_cache_disabled(cm._model, dict(kwargs))
         pieces = self._split(tuple(args), kwargs)
         timeline = Timeline(self.microbatches)
         self.timeline = timeline
@@ -706,7 +705,7 @@ class HybridScheduler:
             results = []
             for m, (a, kw) in enumerate(pieces):
                 start = time.perf_counter()
-                results.append(cm._run_original(*a, **kw))
+                results.append(cm.run_original(*a, **kw))
                 timeline.add(
                     TimelineEvent(
                         "original model",
@@ -723,7 +722,7 @@ class HybridScheduler:
         gm, flatten = self._graph(*pieces[0])
         plan = self._plan(gm)
         flats = [flatten(a, kw) for a, kw in pieces]
-        mode = cm._model_in_mode() if cm.report.frontend == "symbolic_trace" else _nothing()
+        mode = cm.model_in_mode() if cm.report.frontend == "symbolic_trace" else _nothing()
         with mode, self._listening(gm):
             raw = self._execute(gm, plan, flats, timeline)
         outputs = self._merge(raw)

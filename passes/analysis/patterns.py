@@ -191,6 +191,37 @@ def _extract_mha_module(gm: fx.GraphModule, node: fx.Node) -> dict[str, Any] | N
     return {"output": node, "nodes": [node], "mask": None, "dropout_p": 0.0, "is_causal": False}
 
 
+#: one opaque call that holds a whole multi-head attention: torch.compile (dynamo) keeps
+#: nn.MultiheadAttention as F.multi_head_attention_forward and, under no_grad in eval mode,
+#: nn.TransformerEncoderLayer's fast path as one fused op
+FUSED_MHA_TARGETS: set[Any] = {
+    F.multi_head_attention_forward,
+    torch._native_multi_head_attention,
+    torch._transformer_encoder_layer_fwd,
+}
+
+
+def _extract_fused_mha(gm: fx.GraphModule, node: fx.Node) -> dict[str, Any] | None:
+    if not _is_call(node, FUSED_MHA_TARGETS):
+        return None
+    return {
+        "call": getattr(node.target, "__name__", str(node.target)),
+        "output": node,
+        "nodes": [node],
+        "mask": None,
+        "dropout_p": 0.0,
+        "is_causal": False,
+    }
+
+
+def _check_fused_mha(roles: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> str | None:
+    return (
+        f"the attention is one opaque {roles['call']} call (how torch.compile keeps "
+        "nn.MultiheadAttention and the fused TransformerEncoderLayer); qgraph.compile's "
+        "torch.export capture reaches its attention core."
+    )
+
+
 def _check_embedding(roles: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> str | None:
     if len(shapes.get("table", ())) != 2:
         return "the embedding table is not a 2-D (vocab, dim) matrix."
@@ -229,6 +260,14 @@ ATTENTION_PATTERNS: tuple[Pattern, ...] = (
         _check_mha_module,
         5,
         "an opaque nn.MultiheadAttention call left by symbolic_trace: found, not rewritable",
+    ),
+    Pattern(
+        "fused_mha",
+        "attention",
+        _extract_fused_mha,
+        _check_fused_mha,
+        5,
+        "F.multi_head_attention_forward or a fused MHA op in a dynamo graph: found, not rewritable",
     ),
 )
 

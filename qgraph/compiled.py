@@ -1,0 +1,574 @@
+"""``CompiledModule``: the rewritten model, a drop-in replacement for the original.
+
+Call it like the original (calls are bound by the original forward's signature, see
+``qgraph.calls``), read the original's attributes through it (``config``, ``device``,
+``generation_config``, ...), move it (``to``, ``half``), train it, use it from many threads,
+save it (``qgraph.save``) and generate with it. Graphs are captured lazily, one per
+(train/eval mode, call structure, shape range), like torch.compile's recompiles, and bounded
+by ``max_captures``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+from torch import nn
+
+from qgraph.backends import get_backend
+from qgraph.calls import BoundCall, CallBinder
+from qgraph.capture import Captured, Frontend, capture, raise_if_model_fails
+from qgraph.costing import CostOptions, SiteCosts, cost_sites
+from qgraph.errors import CaptureError, InputError
+from qgraph.layers import QRCEEmbedding
+from qgraph.passes.analysis.build_sites import BuildSites
+from qgraph.passes.analysis.find_sites import FindCandidates
+from qgraph.passes.analysis.flops import CountFlopsBytes
+from qgraph.passes.analysis.mask_kind import ClassifyMasks
+from qgraph.passes.analysis.shape_prop import ShapePropagation
+from qgraph.passes.base import PassManager, PropertySet
+from qgraph.passes.lower.bind_backend import BindBackend
+from qgraph.passes.rewrite.replace_attention import ReplaceAttention
+from qgraph.passes.rewrite.replace_embedding import ReplaceEmbedding
+from qgraph.policy import PolicyLike, decide
+from qgraph.report import Report
+from qgraph.site import Site
+
+_compile_ids = itertools.count()
+
+#: graphs a compiled module may capture before it refuses (torch.compile's recompile limit
+#: is 8 per frame; a module here has two modes and often a batch-1 specialisation)
+DEFAULT_MAX_CAPTURES = 16
+
+
+def analysis_pipeline() -> PassManager:
+    """The analysis passes, in dependency order."""
+    return PassManager(
+        [
+            FindCandidates(),
+            ShapePropagation(),
+            ClassifyMasks(),
+            CountFlopsBytes(),
+            BuildSites(),
+        ]
+    )
+
+
+def rewrite_pipeline() -> PassManager:
+    """The rewrite and lowering passes, in order."""
+    return PassManager([ReplaceAttention(), ReplaceEmbedding(), BindBackend()])
+
+
+def _shape_guard(gm: fx.GraphModule, range_constraints: dict[Any, Any]) -> Any:
+    """A predicate: do these flat inputs fit the shapes the graph was captured for?"""
+    specs = []
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            value = node.meta.get("val")
+            specs.append(tuple(value.shape) if isinstance(value, torch.Tensor) else None)
+
+    def fits(flat: list[Any]) -> bool:
+        bindings: dict[Any, int] = {}
+        for spec, x in zip(specs, flat, strict=True):
+            if spec is None:
+                continue
+            if not isinstance(x, torch.Tensor) or x.dim() != len(spec):
+                return False
+            for dim, size in zip(spec, x.shape, strict=True):
+                if isinstance(dim, int):
+                    if dim != size:
+                        return False
+                    continue
+                expr = dim.node.expr
+                if not expr.is_Symbol:
+                    continue  # derived sizes are checked by the graph's own guards
+                if bindings.setdefault(expr, size) != size:
+                    return False
+                bounds = range_constraints.get(expr)
+                if bounds is not None and not (bounds.lower <= size <= bounds.upper):
+                    return False
+        return True
+
+    return fits
+
+
+@dataclass(frozen=True)
+class QRCEOptions:
+    """Size and initialisation of the QRCE circuits that replace embedding tables."""
+
+    qubits: int
+    layers: int
+    init: str
+
+
+@dataclass(frozen=True)
+class CompileSettings:
+    """Everything ``qgraph.compile`` resolved and validated, as the module uses it."""
+
+    backend: str  # registry key (qgraph.backends)
+    gradients: dict[str, str]  # kernel -> backward method
+    costs: CostOptions | None  # None: the cost model does not run
+    policy: PolicyLike
+    embedding_tables: tuple[str, ...]
+    qrce: QRCEOptions
+    seed: int
+    frontend: Frontend
+    precision: float
+    max_captures: int
+
+
+@dataclass
+class GraphCapture:
+    """One captured and rewritten graph, and which calls it serves."""
+
+    graph_module: fx.GraphModule
+    captured: Captured
+    fits: Callable[[list[Any]], bool]  # the shape guard
+    training: bool
+    structure: Hashable
+
+    def flatten(self, call: BoundCall) -> list[Any]:
+        """The call's leaves in the order of the graph's placeholders."""
+        return self.captured.flatten_inputs(call.args, call.kwargs)
+
+    def run(self, call: BoundCall) -> Any:
+        """Run the graph on a call it serves."""
+        return self.graph_module(*call.args, **call.kwargs)
+
+
+def _tensors(module: nn.Module) -> Iterator[torch.Tensor]:
+    yield from module.parameters()
+    yield from module.buffers()
+
+
+def _placement(modules: list[nn.Module]) -> list[tuple[torch.dtype, torch.device]]:
+    """(dtype, device) of every parameter and buffer, to tell whether a move changed one."""
+    return [(t.dtype, t.device) for m in modules for t in _tensors(m)]
+
+
+class CompiledModule(nn.Module):
+    """The rewritten model: call it like the original; it trains like the original.
+
+    It holds one rewritten graph per (train/eval mode, call structure, shape range), captured
+    on first use as torch.compile recompiles; all share the model's parameters and the
+    quantum layers. Attributes it does not define resolve on the original model.
+    """
+
+    _model: nn.Module
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_args: tuple[Any, ...],
+        example_kwargs: dict[str, Any],
+        settings: CompileSettings,
+        compile_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        # The user's model is not registered as a child: the graphs hold its parameters, and
+        # a replaced embedding table stays out of parameters() and the optimizer.
+        object.__setattr__(self, "_model", model)
+        self._id = next(_compile_ids)
+        self.settings = settings
+        #: the keyword arguments ``qgraph.compile`` was called with (qgraph.save stores them)
+        self.compile_options: dict[str, Any] = dict(compile_options or {})
+        self._backend = settings.backend
+        self.site_costs: dict[str, SiteCosts] = {}
+        self.precision = settings.precision  # target standard error of each estimated value
+        self._captures: list[GraphCapture] = []
+        self._capture_lock = threading.RLock()  # torch.export swaps the model's parameters
+        self.quantum_layers: dict[str, QRCEEmbedding] = {}
+        self.training = model.training
+        self._binder = CallBinder(model)
+        self._install_forward()
+        self._example = self._binder.bind(tuple(example_args), dict(example_kwargs))
+        self.report: Report = Report(
+            type(model).__name__, "", settings.backend, _policy_name(settings.policy)
+        )
+        self.report.notes.append(
+            "gradients: " + ", ".join(f"{k} by {m}" for k, m in settings.gradients.items()) + "."
+        )
+        self.graph_module = self._build(self._example, first=True).graph_module
+
+    def _install_forward(self) -> None:
+        """``forward`` with the original's signature, so tools that read it (HF Trainer's
+        column filter, sentence-transformers) see the model's real parameters."""
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return self._call(args, kwargs)
+
+        forward.__signature__ = self._binder.signature  # type: ignore[attr-defined]
+        forward.__doc__ = CompiledModule.forward.__doc__
+        forward.__name__ = forward.__qualname__ = "forward"
+        object.__setattr__(self, "forward", forward)
+
+    # -- building -------------------------------------------------------------------------
+    def _capture(self, call: BoundCall) -> Captured:
+        model = self._model
+        was_training = model.training
+        model.train(self.training)
+        try:
+            return capture(model, call.args, call.kwargs, frontend=self.settings.frontend)
+        finally:
+            model.train(was_training)
+
+    def _build(self, call: BoundCall, first: bool = False) -> GraphCapture:
+        if len(self._captures) >= self.settings.max_captures:
+            raise CaptureError(
+                f"this compiled {type(self._model).__name__} has captured "
+                f"{len(self._captures)} graphs, its limit (max_captures="
+                f"{self.settings.max_captures}), and this call needs another: "
+                f"{self._why_new(call)}. Pad inputs to a few fixed lengths, keep the call's "
+                "form (mask dtype, optional arguments) the same, or compile with a larger "
+                "max_captures."
+            )
+        captured = self._capture(call)
+        gm = captured.graph_module
+        props = PropertySet(example_inputs=captured.flatten_inputs(call.args, call.kwargs))
+        try:
+            analysis_pipeline().run(gm, props)
+        except Exception:
+            # Fake-tensor capture misses value errors (an id beyond the vocabulary); the
+            # first real run finds them. Blame the inputs when the model fails on them too.
+            raise_if_model_fails(self._model, call.args, call.kwargs)
+            raise
+        sites: list[Site] = props["sites"]
+        costs_options = self.settings.costs
+        if costs_options is not None and first:
+            self.site_costs = cost_sites(sites, costs_options)
+            self.report.device = costs_options.device
+        for site in sites:
+            costs = self.site_costs.get(site.key)
+            if costs is not None and not first:  # later captures reuse the report's estimates
+                site.costs = self.report_site(site.key).costs
+                site.classical_s = self.report_site(site.key).classical_s
+            decide(
+                site,
+                self.settings.policy,
+                self.settings.embedding_tables,
+                costs.verdict if costs is not None else None,
+            )
+        self._make_layers(gm, sites, props)
+        props["site_labels"] = {s.index: f"{self._id}:{s.key}" for s in sites}
+        props["quantum_layers"] = self.quantum_layers
+        props["backend"] = self._backend
+        props["gradients"] = self.settings.gradients
+        rewrite_pipeline().run(gm, props)
+        entry = GraphCapture(
+            gm,
+            captured,
+            _shape_guard(gm, captured.range_constraints),
+            self.training,
+            call.structure,
+        )
+        if first:
+            self.report.frontend = captured.frontend
+            self.report.sites = sites
+            self.report.graph_module = gm
+            if call.kwargs.get("use_cache", None) is False:
+                self.report.notes.append("captured with use_cache=False (no KV cache output).")
+            for path, layer in self.quantum_layers.items():
+                if layer.fit_r2 is not None:
+                    self.report.notes.append(
+                        f"QRCE {path}: distilled from the original table, R² = "
+                        f"{layer.fit_r2:.3f} (a rank-{2 * layer.structure.n_qubits} linear map "
+                        f"reaches at most {layer.best_rank_r2:.3f})."
+                    )
+        else:
+            self.report.notes.append(
+                f"capture {len(self._captures) + 1} ({'train' if self.training else 'eval'} "
+                f"mode): {self._why_new(call)}."
+            )
+            self._note_different_decisions(sites)
+        self._captures.append(entry)
+        return entry
+
+    def _why_new(self, call: BoundCall) -> str:
+        """Why no existing capture serves ``call``, in words."""
+        same_mode = [c for c in self._captures if c.training == self.training]
+        if not same_mode:
+            return "first call in this mode"
+        if any(c.structure == call.structure for c in same_mode):
+            sizes = ", ".join(
+                f"{name} {tuple(value.shape)}"
+                for name, value in call.kwargs.items()
+                if isinstance(value, torch.Tensor)
+            )
+            return f"sizes outside the captured ranges ({sizes})"
+        return "call structure differs: " + self._binder.difference(call, self._example)
+
+    def _make_layers(self, gm: fx.GraphModule, sites: list[Site], props: PropertySet) -> None:
+        qrce = self.settings.qrce
+        for site in sites:
+            if site.op != "qrce" or site.key in self.quantum_layers:
+                continue
+            table_ref = props["site_matches"][site.index].roles["table"]
+            target = table_ref if isinstance(table_ref, str) else str(table_ref.target)
+            table = gm.get_parameter(target) if "." in target or hasattr(gm, target) else None
+            assert table is not None and site.vocab_size and site.embed_dim
+            layer = QRCEEmbedding(
+                site.vocab_size,
+                site.embed_dim,
+                qrce.qubits,
+                qrce.layers,
+                seed=self.settings.seed + site.index,
+                dtype=table.dtype,
+                device=table.device,
+            )
+            if qrce.init == "distill":
+                layer.distill_from(table)
+            self.quantum_layers[site.key] = layer
+
+    # -- running --------------------------------------------------------------------------
+    def _lookup(self, call: BoundCall) -> GraphCapture | None:
+        for entry in list(self._captures):  # a snapshot: another thread may be appending
+            if (
+                entry.training == self.training
+                and entry.structure == call.structure
+                and entry.fits(entry.flatten(call))
+            ):
+                return entry
+        return None
+
+    def _capture_for(self, call: BoundCall) -> GraphCapture:
+        """The capture that serves ``call``, captured now when none does."""
+        entry = self._lookup(call)
+        if entry is not None:
+            return entry
+        # One capture at a time: torch.export swaps the model's parameters for fake tensors
+        # while it traces, and two traces at once restore each other's fakes.
+        with self._capture_lock:
+            return self._lookup(call) or self._build(call)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BoundCall:
+        """The canonical form of a call (see ``qgraph.calls``)."""
+        return self._binder.bind(tuple(args), dict(kwargs))
+
+    def capture_for(self, *args: Any, **kwargs: Any) -> GraphCapture:
+        """The capture this module runs for these inputs in its current train/eval mode
+        (captured now if needed)."""
+        return self._capture_for(self.bind(args, kwargs))
+
+    def graph_for(self, *args: Any, **kwargs: Any) -> tuple[fx.GraphModule, list[Any]]:
+        """The rewritten graph this module runs for these inputs in its current train/eval
+        mode (captured now if needed), and the inputs flattened to its placeholders."""
+        call = self.bind(args, kwargs)
+        entry = self._capture_for(call)
+        return entry.graph_module, entry.flatten(call)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the rewritten graph for these inputs (the signature is the model's forward's).
+
+        With nothing offloaded the original module runs itself: its eager kernels (e.g. the
+        fused nn.TransformerEncoder fast path) can differ from the captured graph's in the
+        last bit, and "no rewrite" must mean bit-identical outputs.
+        """
+        return self._call(args, kwargs)
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not self.report.quantum_sites:
+            return self.run_original(*args, **kwargs)
+        call = self.bind(args, kwargs)
+        entry = self._capture_for(call)
+        gm = entry.graph_module
+        if gm is not self.graph_module:
+            self._modules["graph_module"] = gm
+        if self.report.frontend == "symbolic_trace":
+            # fx graphs call the user's own submodules (dropout, batch norm), which follow
+            # the user's model's mode, not this module's.
+            with self.model_in_mode():
+                return entry.run(call)
+        return entry.run(call)
+
+    @contextlib.contextmanager
+    def model_in_mode(self) -> Iterator[None]:
+        """The user's model in this module's train/eval mode, restored afterwards."""
+        was_training = self._model.training
+        self._model.train(self.training)
+        try:
+            yield
+        finally:
+            self._model.train(was_training)
+
+    def run_original(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the original model (in this module's train/eval mode) on these inputs."""
+        with self.model_in_mode():
+            return self._model(*args, **kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """The model's own ``generate`` (Hugging Face), every step through the rewritten graph.
+
+        Generation runs without a KV cache: each step feeds the whole prefix through the
+        compiled graph (one capture serves every length), since a cache object cannot pass
+        through a captured graph. Tokens equal the original's ``generate(use_cache=False)``
+        under policy "none".
+        """
+        if not callable(getattr(self._model, "generate", None)):
+            raise AttributeError(
+                f"{type(self._model).__name__} has no generate(); only generative models "
+                "(e.g. GPT2LMHeadModel, LlamaForCausalLM) can generate."
+            )
+        if kwargs.get("use_cache"):
+            raise InputError(
+                "a compiled module generates without a KV cache (a cache object cannot pass "
+                "through a captured graph); drop use_cache=True."
+            )
+        kwargs["use_cache"] = False
+        view: Any = _generation_view(self)
+        return view.generate(*args, **kwargs)
+
+    def report_site(self, key: str) -> Site:
+        """The report's site with this key."""
+        for site in self.report.sites:
+            if site.key == key:
+                return site
+        raise KeyError(f"no site {key!r}; sites: {[s.key for s in self.report.sites]}")
+
+    def _note_different_decisions(self, sites: list[Site]) -> None:
+        """Say so in the report when a later capture (mode, shape) decided differently."""
+        reported = {s.key: s.decision for s in self.report.sites}
+        for site in sites:
+            if reported.get(site.key) != site.decision:
+                self.report.notes.append(
+                    f"{'train' if self.training else 'eval'}-mode capture decided "
+                    f"{site.decision} for {site.key} (report: {reported.get(site.key)}): "
+                    f"{site.reason}"
+                )
+
+    def train(self, mode: bool = True) -> CompiledModule:
+        """Switch train/eval like the original model (a graph per mode; see the class doc)."""
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
+        self.training = mode
+        for layer in self.quantum_layers.values():
+            layer.train(mode)
+        for entry in self._captures:
+            if entry.training == mode:
+                self._modules["graph_module"] = entry.graph_module
+                break
+        return self
+
+    # -- moves ----------------------------------------------------------------------------
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
+        """Moves and casts (``to``, ``half``, ``cuda``, ...) reach the model, the quantum
+        layers and every graph; after a dtype or device change the graphs are captured anew,
+        since a capture bakes dtypes and devices into its constants and casts."""
+        modules: list[nn.Module] = [self._model, *self.quantum_layers.values()]
+        before = _placement(modules)
+        super()._apply(fn, recurse)
+        for module in modules:
+            module._apply(fn, recurse)
+        for entry in self._captures:
+            entry.graph_module._apply(fn, recurse)
+        if _placement(modules) != before:
+            with self._capture_lock:
+                self._example = self._binder.bind(
+                    *pytree.tree_map_only(
+                        torch.Tensor, fn, (self._example.args, self._example.kwargs)
+                    )
+                )
+                self._captures.clear()
+                self._modules["graph_module"] = self._build(self._example).graph_module
+        return self
+
+    # -- the original model's attributes --------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            pass
+        model = self.__dict__.get("_model")
+        if model is None or name.startswith("__"):
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute {name!r}")
+        try:
+            return getattr(model, name)
+        except AttributeError:
+            raise AttributeError(
+                f"neither the CompiledModule nor its {type(model).__name__} has an attribute "
+                f"{name!r}"
+            ) from None
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickling (``torch.save(cm)``, ``copy.deepcopy``) stores the model and how it was
+        compiled, and compiles again when loaded (``qgraph.save`` writes only the state)."""
+        from qgraph.persist import pickle_state, restore_pickled
+
+        return restore_pickled, (pickle_state(self),)
+
+    @property
+    def model(self) -> nn.Module:
+        """The user's model (the graphs share its parameters; it is not a child module)."""
+        return self._model
+
+    @property
+    def captures(self) -> list[GraphCapture]:
+        """The graphs captured so far, in order."""
+        return list(self._captures)
+
+    @property
+    def example(self) -> BoundCall:
+        """The example call the module was compiled with, in canonical form."""
+        return self._example
+
+    @property
+    def gradients(self) -> dict[str, str]:
+        """The backward method per kernel, e.g. ``{"qaap": "autograd", "qrce": "autograd"}``."""
+        return dict(self.settings.gradients)
+
+    @property
+    def backend(self) -> Any:
+        """The backend instance the quantum ops run on."""
+        return get_backend(self._backend)
+
+    def __repr__(self) -> str:
+        return (
+            f"CompiledModule({type(self._model).__name__}, backend={self._backend!r}, "
+            f"policy={_policy_name(self.settings.policy)!r}, quantum_sites="
+            f"{len(self.report.quantum_sites)})"
+        )
+
+
+def _generation_view(cm: CompiledModule) -> nn.Module:
+    """The model seen through a subclass whose forward is ``cm``'s: ``generate`` and the
+    decoding loops it calls (``_sample``, ...) then run every step through the compiled
+    graph, while reading and writing the model's own attributes (the view shares its
+    ``__dict__``). The model itself is untouched, so captures still trace its own forward."""
+    model = cm.model
+    cls = type(model)
+
+    def forward(view: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return cm(*args, **kwargs)
+
+    view_cls = type(
+        f"Compiled{cls.__name__}", (cls,), {"forward": forward, "__module__": cls.__module__}
+    )
+    view: nn.Module = object.__new__(view_cls)
+    object.__setattr__(view, "__dict__", model.__dict__)
+    return view
+
+
+def _policy_name(policy: PolicyLike) -> str:
+    return policy if isinstance(policy, str) else getattr(policy, "__name__", "callable")
+
+
+def pytree_leaves(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """The leaves of (args, kwargs) in pytree order."""
+    return list(pytree.tree_leaves((args, kwargs)))
+
+
+__all__ = [
+    "DEFAULT_MAX_CAPTURES",
+    "CompileSettings",
+    "CompiledModule",
+    "GraphCapture",
+    "QRCEOptions",
+    "analysis_pipeline",
+    "rewrite_pipeline",
+]
