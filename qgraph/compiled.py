@@ -11,6 +11,7 @@ by ``max_captures``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import threading
 from collections.abc import Callable, Hashable, Iterator
@@ -163,6 +164,15 @@ class CompiledModule(nn.Module):
 
     _model: nn.Module
 
+    def __new__(cls, model: nn.Module, *args: Any, **kwargs: Any) -> CompiledModule:
+        # Each compiled module is an instance of a subclass whose forward has the model's
+        # signature: tools read it from the instance (HF Trainer's column filter,
+        # sentence-transformers) or from the class (Trainer's label names).
+        if cls is CompiledModule:
+            cls = _compiled_class(model)
+        instance: CompiledModule = super().__new__(cls)
+        return instance
+
     def __init__(
         self,
         model: nn.Module,
@@ -187,7 +197,6 @@ class CompiledModule(nn.Module):
         self.quantum_layers: dict[str, QRCEEmbedding] = {}
         self.training = model.training
         self._binder = CallBinder(model)
-        self._install_forward()
         self._example = self._binder.bind(tuple(example_args), dict(example_kwargs))
         self.report: Report = Report(
             type(model).__name__, "", settings.backend, _policy_name(settings.policy)
@@ -196,18 +205,6 @@ class CompiledModule(nn.Module):
             "gradients: " + ", ".join(f"{k} by {m}" for k, m in settings.gradients.items()) + "."
         )
         self.graph_module = self._build(self._example, first=True).graph_module
-
-    def _install_forward(self) -> None:
-        """``forward`` with the original's signature, so tools that read it (HF Trainer's
-        column filter, sentence-transformers) see the model's real parameters."""
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            return self._call(args, kwargs)
-
-        forward.__signature__ = self._binder.signature  # type: ignore[attr-defined]
-        forward.__doc__ = CompiledModule.forward.__doc__
-        forward.__name__ = forward.__qualname__ = "forward"
-        object.__setattr__(self, "forward", forward)
 
     # -- building -------------------------------------------------------------------------
     def _capture(self, call: BoundCall) -> Captured:
@@ -533,6 +530,23 @@ class CompiledModule(nn.Module):
             f"policy={_policy_name(self.settings.policy)!r}, quantum_sites="
             f"{len(self.report.quantum_sites)})"
         )
+
+
+def _compiled_class(model: nn.Module) -> type[CompiledModule]:
+    """A subclass of CompiledModule named after the model, whose forward has its signature."""
+    signature = inspect.signature(model.forward)
+
+    def forward(self: CompiledModule, *args: Any, **kwargs: Any) -> Any:
+        return self._call(args, kwargs)
+
+    this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    forward.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[this, *signature.parameters.values()]
+    )
+    forward.__doc__ = CompiledModule.forward.__doc__
+    name = f"Compiled{type(model).__name__}"
+    forward.__qualname__ = f"{name}.forward"
+    return type(name, (CompiledModule,), {"forward": forward, "__module__": __name__})
 
 
 def _generation_view(cm: CompiledModule) -> nn.Module:

@@ -139,10 +139,27 @@ def test_moves_reach_everything_later_captures_read(bert: ModelCase, move: str) 
     twin.model.to(dtype)
     fresh = qgraph.compile(twin.model, twin.args, twin.kwargs, policy="all", qrce_init="random")
     cm.eval()
-    torch.testing.assert_close(
-        cm(ids, attention_mask=mask).last_hidden_state,
-        fresh(ids, attention_mask=mask).last_hidden_state,
-    )
+    for call in ((ids,), {"attention_mask": mask}), (bert.args, bert.kwargs):  # new, example
+        torch.testing.assert_close(
+            cm(*call[0], **call[1]).last_hidden_state,
+            fresh(*call[0], **call[1]).last_hidden_state,
+        )
+
+
+def test_a_dtype_move_recaptures_graphs_that_baked_the_old_dtype() -> None:
+    # Llama's rotary embedding computes in float32 and casts back to the input's dtype: the
+    # capture writes that dtype (float32) into the graph, so the old graph cannot serve.
+    case = hf_model("llama")
+    cm = qgraph.compile(case.model, case.args, case.kwargs, policy="all", qrce_init="random")
+    assert "torch.bfloat16" not in cm.graph_module.code
+    cm.bfloat16()
+    assert "torch.bfloat16" in cm.graph_module.code  # casts back to the new dtype
+    out = cm(*case.args, **case.kwargs).last_hidden_state
+    twin = hf_model("llama")
+    twin.model.bfloat16()
+    fresh = qgraph.compile(twin.model, twin.args, twin.kwargs, policy="all", qrce_init="random")
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, fresh(*twin.args, **twin.kwargs).last_hidden_state)
 
 
 def test_a_move_that_changes_nothing_keeps_the_graphs(bert: ModelCase) -> None:
