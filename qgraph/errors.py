@@ -29,3 +29,7 @@ class MissingDependencyError(QGraphError, ImportError):
 
 class UnsupportedGraphError(QGraphError, ValueError):
     """A graph with a construct qgraph cannot handle (e.g. control flow in an export)."""
+
+
+class DataError(QGraphError, ValueError):
+    """A data file or data option that cannot be read; the message names file and line."""
