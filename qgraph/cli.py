@@ -6,6 +6,8 @@
     qgraph inspect SPEC [--policy P] [--batch N] [--seq-len N]
     qgraph export SPEC -o DIR [the compile options] [--no-verify] [--json]
     qgraph calibrate [--quick] [--out DIR]
+    qgraph reproduce [--preset P] [--data DIR] [--arms A,B] [--seeds 0,1,2] [--out DIR]
+                     [--resume] [--device cpu|cuda] [--json]
 
 SPEC: ``minilm`` (real all-MiniLM-L6-v2 weights), ``hf:<arch>[:layers=N,hidden=N,heads=N]``
 (bert, roberta, distilbert, gpt2, llama from configs, random weights),
@@ -21,6 +23,7 @@ import importlib
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 EXAMPLES = """examples:
@@ -31,6 +34,8 @@ EXAMPLES = """examples:
   qgraph inspect encoder:2x64 --policy all
   qgraph export hf:bert:layers=2 --policy all -o bert_onnx
   qgraph calibrate --quick
+  qgraph reproduce --preset quick --out reproduce_out
+  qgraph reproduce --preset cpu --data ../shared/data/sst2 --seeds 0,1,2 --resume
 """
 
 
@@ -225,6 +230,35 @@ def command_calibrate(arguments: argparse.Namespace) -> None:
         print(f"wrote {name}: {profile.path}")
 
 
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(
+            f"{what} must be comma-separated integers, e.g. 0,1,2; got {text!r}."
+        ) from None
+
+
+def command_reproduce(arguments: argparse.Namespace) -> None:
+    """Train the preset's arms × seeds and write results.json and results.md."""
+    from qgraph.reproduce import reproduce
+
+    results = reproduce(
+        arguments.preset,
+        data=arguments.data,
+        arms=[a for a in arguments.arms.split(",") if a],
+        seeds=_int_list(arguments.seeds, "--seeds"),
+        out=arguments.out,
+        resume=arguments.resume,
+        device=arguments.device,
+        progress=not arguments.json,
+    )
+    if arguments.json:
+        print(json.dumps(results["table"], indent=2))
+    else:
+        print(Path(arguments.out, "results.md").read_text(), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (one sub-command per entry point)."""
     parser = argparse.ArgumentParser(
@@ -274,6 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--quick", action="store_true")
     calibrate.add_argument("--out", default=None, help="directory (default: user profiles)")
     calibrate.set_defaults(run=command_calibrate)
+    from qgraph.reproduce.arms import ARMS
+    from qgraph.reproduce.presets import PRESETS
+
+    reproduce = commands.add_parser(
+        "reproduce", help="train classical and hybrid arms on SST-2 (the paper's experiment)"
+    )
+    reproduce.add_argument("--preset", default="quick", choices=list(PRESETS))
+    reproduce.add_argument(
+        "--data", default=None, metavar="DIR", help="GLUE SST-2 folder (default: the sample)"
+    )
+    reproduce.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms")
+    reproduce.add_argument("--seeds", default="0", help="comma-separated seeds")
+    reproduce.add_argument("--out", default="reproduce_out", metavar="DIR")
+    reproduce.add_argument("--resume", action="store_true", help="continue a killed run")
+    reproduce.add_argument("--device", default="cpu", help="cpu or cuda")
+    reproduce.add_argument("--json", action="store_true", help="print the table as JSON")
+    reproduce.set_defaults(run=command_reproduce)
     return parser
 
 

@@ -1,0 +1,189 @@
+"""``qgraph reproduce``: the source paper's experiment, classical against hybrid on SST-2.
+
+``reproduce(preset="quick", arms=..., seeds=(0,), out="reproduce_out")`` trains every arm
+(``qgraph.reproduce.arms``) with every seed under a preset (``qgraph.reproduce.presets``),
+writes per-run metrics, checkpoints and results under ``out/<arm>/seed<k>/``, and then
+``results.json`` and ``results.md`` (the accuracy table, step times, seed spread). Every
+figure is measured by the run; nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qgraph.errors import InputError
+from qgraph.reproduce.arms import ARMS, check_arms
+from qgraph.reproduce.presets import PRESETS, Preset, get_preset
+from qgraph.reproduce.train import RESULT, EncodedData, train_arm
+
+#: the arms a run trains unless told otherwise
+DEFAULT_ARMS = ("classical", "qaap", "qrce", "hybrid", "qrce_control", "qaap_shots")
+
+
+def load_data(preset: Preset, data_dir: str | Path | None) -> EncodedData:
+    """SST-2 from ``data_dir`` (GLUE train.tsv/dev.tsv) or the vendored sample, encoded with
+    all-MiniLM-L6-v2's WordPiece tokenizer and cut to the preset's row counts (seeded)."""
+    from qgraph.data import encode, load_sst2, resolve_tokenizer, sst2_sample
+
+    train, dev = sst2_sample() if data_dir is None else load_sst2(data_dir)
+    if preset.train_rows is not None:
+        train = train.head(preset.train_rows)
+    if preset.dev_rows is not None:
+        dev = dev.head(preset.dev_rows)
+    tokenizer = resolve_tokenizer(None)
+    return EncodedData(
+        encode(train.texts, tokenizer, preset.max_length),
+        train.labels,
+        encode(dev.texts, tokenizer, preset.max_length),
+        dev.labels,
+        vocab_size=tokenizer.vocab_size,
+        num_labels=max(train.num_labels, dev.num_labels),
+        pad_id=tokenizer.pad_token_id or 0,
+        source=f"{train.source} ({len(train)} rows), {dev.source} ({len(dev)} rows)",
+    )
+
+
+def reproduce(
+    preset: str | Preset = "quick",
+    *,
+    data: str | Path | None = None,
+    arms: Sequence[str] = DEFAULT_ARMS,
+    seeds: Sequence[int] = (0,),
+    out: str | Path = "reproduce_out",
+    resume: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the arms × seeds of a preset; write and return the results (module doc)."""
+    chosen = preset if isinstance(preset, Preset) else get_preset(preset)
+    arm_list = check_arms(list(arms))
+    if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise InputError(f"seeds must be integers ≥ 0; got {list(seeds)}.")
+    folder = Path(out)
+    if folder.exists() and any(folder.iterdir()) and not resume:
+        raise InputError(
+            f"{folder} holds an earlier run; pass resume=True (--resume) to continue it, or "
+            "another out folder."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    encoded = load_data(chosen, data)
+    runs: list[dict[str, Any]] = []
+    for arm in arm_list:
+        for seed in seeds:
+            run_folder = folder / arm.name / f"seed{seed}"
+            finished = run_folder / RESULT
+            if resume and finished.is_file():
+                runs.append(json.loads(finished.read_text()))
+                continue
+            run = train_arm(
+                arm,
+                chosen,
+                encoded,
+                seed,
+                run_folder,
+                resume=resume,
+                device=device,
+                progress=progress,
+            )
+            runs.append(run.summary())
+    results = {
+        "preset": chosen.to_dict(),
+        "data": encoded.source,
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "device": device,
+        },
+        "arms": {a.name: a.description for a in arm_list},
+        "runs": runs,
+        "table": summarise(runs),
+    }
+    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (folder / "results.md").write_text(results_markdown(results))
+    return results
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else None
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per arm: accuracy mean and std over seeds, step time and its ratio to
+    classical, and whether the accuracy difference to classical exceeds the seed spread."""
+    rows = []
+    by_arm: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_arm.setdefault(run["arm"], []).append(run)
+    reference = by_arm.get("classical")
+    ref_step = statistics.median(r["median_step_s"] for r in reference) if reference else None
+    ref_acc = _mean_std([r["final_accuracy"] for r in reference]) if reference else None
+    for arm, arm_runs in by_arm.items():
+        accuracy, spread = _mean_std([r["final_accuracy"] for r in arm_runs])
+        step_s = statistics.median(r["median_step_s"] for r in arm_runs)
+        row: dict[str, Any] = {
+            "arm": arm,
+            "seeds": [r["seed"] for r in arm_runs],
+            "accuracy_mean": accuracy,
+            "accuracy_std": spread,
+            "median_step_s": step_s,
+            "step_time_vs_classical": step_s / ref_step if ref_step else None,
+            "parameters": arm_runs[0]["parameters"],
+            "quantum_calls": sum(r["quantum_calls"] for r in arm_runs),
+        }
+        if ref_acc is not None and arm != "classical":
+            difference = accuracy - ref_acc[0]
+            spreads = [s for s in (spread, ref_acc[1]) if s is not None]
+            row["accuracy_vs_classical"] = difference
+            row["beyond_seed_spread"] = None if len(spreads) < 2 else abs(difference) > sum(spreads)
+        rows.append(row)
+    return rows
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """results.md: the setting and the table, from results.json's figures."""
+    preset = results["preset"]
+    lines = [
+        f"# qgraph reproduce: preset `{preset['name']}`",
+        "",
+        f"{preset['description']}.",
+        "",
+        f"Data: {results['data']}. Machine: {results['machine']['platform']}, torch "
+        f"{results['machine']['torch']}, {results['machine']['threads']} threads, "
+        f"{results['machine']['device']}.",
+        "",
+        "| arm | seeds | dev accuracy | Δ vs classical | beyond seed spread | median step | "
+        "step vs classical | parameters | quantum op calls |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["table"]:
+        std = row["accuracy_std"]
+        accuracy = f"{100 * row['accuracy_mean']:.1f} %" + (
+            f" ± {100 * std:.1f}" if std is not None else ""
+        )
+        delta = row.get("accuracy_vs_classical")
+        beyond = row.get("beyond_seed_spread")
+        ratio = row["step_time_vs_classical"]
+        lines.append(
+            f"| {row['arm']} | {', '.join(map(str, row['seeds']))} | {accuracy} | "
+            f"{'' if delta is None else f'{100 * delta:+.1f} pt'} | "
+            f"{'' if 'beyond_seed_spread' not in row else ('one seed' if beyond is None else ('yes' if beyond else 'no'))} | "  # noqa: E501
+            f"{1000 * row['median_step_s']:.0f} ms | "
+            f"{'' if ratio is None else f'{ratio:.2f}×'} | {row['parameters']:,} | "
+            f"{row['quantum_calls']:,} |"
+        )
+    lines += ["", "Arms:", ""]
+    lines += [f"- `{name}`: {text}." for name, text in results["arms"].items()]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["ARMS", "DEFAULT_ARMS", "PRESETS", "load_data", "reproduce", "summarise"]

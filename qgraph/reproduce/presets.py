@@ -1,0 +1,107 @@
+"""Presets of the reproduction: model size, data, optimiser and schedule, as data."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from qgraph.errors import InputError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One experiment setting. ``pretrained``: fine-tune all-MiniLM-L6-v2 (sizes ignored)."""
+
+    name: str
+    description: str
+    layers: int = 2
+    hidden: int = 64
+    heads: int = 4
+    ff: int = 128
+    max_length: int = 64  # tokens per sentence, [CLS] and [SEP] included
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    epochs: int = 1
+    lr: float = 1e-3
+    warmup: float = 0.1  # fraction of the steps with a linear warm-up, then linear decay
+    weight_decay: float = 0.01
+    clip: float = 1.0  # gradient-norm clipping
+    train_rows: int | None = None  # None: every training row
+    dev_rows: int | None = None  # None: every dev row
+    shots: int = 1024  # the qaap_shots arm
+    qrce_qubits: int = 8
+    qrce_layers: int = 2
+    pretrained: bool = False
+    checkpoint_every: int = 50  # steps between checkpoints (and at each epoch's end)
+    log_every: int = 10  # steps between metric lines
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, for results.json."""
+        return asdict(self)
+
+    def with_options(self, **changes: Any) -> Preset:
+        """A copy with some fields changed (unknown names are an error)."""
+        unknown = [k for k in changes if k not in self.to_dict()]
+        if unknown:
+            raise InputError(f"unknown preset field(s) {unknown}; known: {list(self.to_dict())}.")
+        return replace(self, **changes)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "quick",
+            "CI-sized: 2 layers, width 64, 512 sample sentences, one epoch",
+            train_rows=512,
+            dev_rows=256,
+            lr=1e-3,
+            log_every=4,
+            checkpoint_every=16,
+        ),
+        Preset(
+            "cpu",
+            "6 layers, width 128, 16,000 SST-2 sentences, 2 epochs: sized for arms × 3 seeds "
+            "on 2 CPU cores (provisional until the full run is timed)",
+            layers=6,
+            hidden=128,
+            heads=4,
+            ff=512,
+            batch_size=32,
+            epochs=2,
+            lr=5e-4,
+            train_rows=16_000,
+        ),
+        Preset(
+            "paper",
+            "the paper's setting: 6 layers, d 768, 12 heads, ff 3072, batch 32, lr 2e-5, "
+            "10 epochs, lengths up to 512 (GPU-sized)",
+            layers=6,
+            hidden=768,
+            heads=12,
+            ff=3072,
+            max_length=512,
+            batch_size=32,
+            epochs=10,
+            lr=2e-5,
+            checkpoint_every=500,
+            log_every=50,
+        ),
+        Preset(
+            "finetune",
+            "pretrained all-MiniLM-L6-v2 + a classification head, fine-tuned on 4,000 "
+            "sentences for one epoch",
+            pretrained=True,
+            batch_size=32,
+            lr=5e-5,
+            train_rows=4_000,
+        ),
+    )
+}
+
+
+def get_preset(name: str) -> Preset:
+    """A preset by name; an unknown one lists the known ones."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}.")
+    return PRESETS[name]

@@ -1,0 +1,105 @@
+"""qgraph reproduce: every arm trains, results are complete, a killed run resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from qgraph.errors import DataError, InputError
+from qgraph.reproduce import ARMS, load_data, reproduce
+from qgraph.reproduce.arms import matched_rank, qrce_parameter_count
+from qgraph.reproduce.presets import get_preset
+from qgraph.reproduce.train import CHECKPOINT, train_arm
+
+#: small enough for a test, the same code path as the presets
+TINY = get_preset("quick").with_options(
+    train_rows=48, dev_rows=32, batch_size=8, epochs=2, checkpoint_every=4, log_every=2
+)
+
+
+def test_the_quick_preset_trains_every_arm(tmp_path: Path) -> None:
+    results = reproduce("quick", out=tmp_path, progress=False)
+    assert {row["arm"] for row in results["table"]} == set(ARMS)
+    for run in results["runs"]:
+        assert 0.0 <= run["final_accuracy"] <= 1.0
+        assert run["steps"] == 32 and run["median_step_s"] > 0
+        quantum = run["arm"] in ("qaap", "qrce", "hybrid", "qaap_shots")
+        assert (run["quantum_calls"] > 0) == quantum, run
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["table"] == json.loads(json.dumps(results["table"]))
+    markdown = (tmp_path / "results.md").read_text()
+    assert all(f"| {arm} |" in markdown for arm in ARMS)
+    with pytest.raises(InputError, match="holds an earlier run; pass resume=True"):
+        reproduce("quick", out=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("arm", ["classical", "hybrid"])
+def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, arm: str) -> None:
+    data = load_data(TINY, None)
+    whole = train_arm(ARMS[arm], TINY, data, 3, tmp_path / "whole", progress=False)
+    # Killed after 5 steps: the checkpoint of step 4 is left, one step is lost and redone.
+    killed = tmp_path / "killed"
+    train_arm(ARMS[arm], TINY, data, 3, killed, progress=False, stop_after=5)
+    assert torch.load(killed / CHECKPOINT, weights_only=False)["step"] == 4
+    resumed = train_arm(ARMS[arm], TINY, data, 3, killed, resume=True, progress=False)
+    assert resumed.steps == whole.steps == 12
+    assert resumed.accuracy == whole.accuracy
+    final_whole = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=False)["state"]
+    final_resumed = torch.load(killed / CHECKPOINT, weights_only=False)["state"]
+    for name, tensor in final_whole["model"].items():
+        assert torch.equal(tensor, final_resumed["model"][name]), name
+
+    def logged(folder: Path) -> list[tuple[str, int, float]]:
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").open()]
+        return [(r["kind"], r["step"], r.get("loss", r.get("accuracy"))) for r in rows]
+
+    assert logged(killed) == logged(tmp_path / "whole")  # no line lost or written twice
+
+
+def test_the_control_matches_qrce_parameters() -> None:
+    vocab, dim, qubits, layers = 30522, 64, 8, 2
+    rank = matched_rank(vocab, dim, qubits, layers)
+    control = vocab * rank + rank * dim + dim
+    assert control <= qrce_parameter_count(vocab, dim, qubits, layers)
+    assert vocab * (rank + 1) + (rank + 1) * dim + dim > qrce_parameter_count(
+        vocab, dim, qubits, layers
+    )
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown arm"):
+        reproduce("quick", arms=["classical", "quantum"], out=tmp_path / "a")
+    with pytest.raises(InputError, match="unknown preset 'huge'"):
+        reproduce("huge", out=tmp_path / "b")
+    bad = tmp_path / "sst2"
+    bad.mkdir()
+    (bad / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\n")
+    (bad / "dev.tsv").write_text("sentence\tlabel\nfine\t1\n")
+    with pytest.raises(DataError, match=r"train\.tsv:3: 1 fields where the header has 2"):
+        reproduce("quick", data=bad, out=tmp_path / "c", progress=False)
+
+
+def test_the_command_line_reports_bad_data(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qgraph.cli",
+            "reproduce",
+            "--data",
+            str(missing),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "has no train.tsv" in done.stderr
