@@ -34,6 +34,10 @@ def test_the_quick_preset_trains_every_arm(tmp_path: Path) -> None:
     assert written["table"] == json.loads(json.dumps(results["table"]))
     markdown = (tmp_path / "results.md").read_text()
     assert all(f"| {arm} |" in markdown for arm in ARMS)
+    assert {(r["length"], r["arm"]) for r in results["sweep"]} == {
+        (n, a) for n in (32, 128) for a in ("classical", "qaap")
+    }
+    assert len(results["claims"]) == 7 and "## The paper's claims" in markdown
     with pytest.raises(InputError, match="holds an earlier run; pass resume=True"):
         reproduce("quick", out=tmp_path, progress=False)
 
@@ -103,3 +107,59 @@ def test_the_command_line_reports_bad_data(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "has no train.tsv" in done.stderr
+
+
+def _results(hybrid_accuracy: float, sweep: list[dict]) -> dict:
+    def row(arm: str, accuracy: float, ratio: float) -> dict:
+        return {
+            "arm": arm,
+            "accuracy_mean": accuracy,
+            "accuracy_std": 0.002,
+            "median_step_s": 0.1 * ratio,
+            "step_time_vs_classical": ratio,
+        }
+
+    return {
+        "preset": {"name": "cpu", "layers": 6, "hidden": 128, "epochs": 2},
+        "machine": {"device": "cpu"},
+        "table": [
+            row("classical", 0.82, 1.0),
+            row("qaap", 0.81, 1.4),
+            row("qrce", 0.60, 1.1),
+            row("hybrid", hybrid_accuracy, 1.5),
+        ],
+        "sweep": sweep,
+    }
+
+
+def test_claims_are_computed_from_the_results() -> None:
+    from qgraph.reproduce.claims import PAPER_CLAIMS, claims_table
+
+    sweep = [
+        {"length": n, "arm": arm, "batch": 4, "median_step_s": t}
+        for n, arm, t in [
+            (128, "classical", 0.1),
+            (512, "classical", 0.8),
+            (2048, "classical", 6.4),
+            (128, "qaap", 0.2),
+            (512, "qaap", 1.6),
+            (2048, "qaap", 25.6),
+        ]
+    ]
+    rows = {r["claim"]: r for r in claims_table(_results(0.50, sweep))}
+    assert set(rows) == set(PAPER_CLAIMS.values())
+    accuracy = rows[PAPER_CLAIMS["accuracy"]]
+    assert accuracy["figure"] == "82.0 % classical vs 50.0 % hybrid (-32.0 pt)"
+    assert accuracy["verdict"].startswith("not reproduced")
+    close = {r["claim"]: r for r in claims_table(_results(0.817, sweep))}
+    assert close[PAPER_CLAIMS["accuracy"]]["verdict"].startswith("reproduced")
+    assert rows[PAPER_CLAIMS["step_512"]]["figure"] == "0.800 s classical vs 1.600 s QAAP (2.00×)"
+    assert rows[PAPER_CLAIMS["step_512"]]["verdict"] == "not reproduced"
+    # times grow 64× (classical) and 128× (QAAP) over a 16× longer sequence
+    assert (
+        "classical step time ∝ n^1.50, QAAP step time ∝ n^1.75"
+        in (rows[PAPER_CLAIMS["complexity"]]["figure"])
+    )
+    assert rows[PAPER_CLAIMS["compression"]]["figure"] == "not measured in this run"
+    empty = {r["claim"]: r for r in claims_table(_results(0.5, []))}
+    assert empty[PAPER_CLAIMS["step_512"]]["verdict"] == "not testable in this run"

@@ -20,7 +20,9 @@ import torch
 
 from qgraph.errors import InputError
 from qgraph.reproduce.arms import ARMS, check_arms
+from qgraph.reproduce.claims import claims_markdown, claims_table
 from qgraph.reproduce.presets import PRESETS, Preset, get_preset
+from qgraph.reproduce.sweep import step_time_sweep
 from qgraph.reproduce.train import RESULT, EncodedData, train_arm
 
 #: the arms a run trains unless told otherwise
@@ -93,6 +95,7 @@ def reproduce(
                 progress=progress,
             )
             runs.append(run.summary())
+    sweep = step_time_sweep(chosen, chosen.sweep_lengths, device=device)
     results = {
         "preset": chosen.to_dict(),
         "data": encoded.source,
@@ -106,7 +109,9 @@ def reproduce(
         "arms": {a.name: a.description for a in arm_list},
         "runs": runs,
         "table": summarise(runs),
+        "sweep": sweep,
     }
+    results["claims"] = claims_table(results)
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (folder / "results.md").write_text(results_markdown(results))
     return results
@@ -183,6 +188,14 @@ def results_markdown(results: dict[str, Any]) -> str:
         )
     lines += ["", "Arms:", ""]
     lines += [f"- `{name}`: {text}." for name, text in results["arms"].items()]
+    if results.get("sweep"):
+        lines += ["", "## Step time against sequence length", ""]
+        lines += ["| length | arm | batch | median step |", "|---|---|---|---|"]
+        lines += [
+            f"| {r['length']} | {r['arm']} | {r['batch']} | {1000 * r['median_step_s']:.0f} ms |"
+            for r in results["sweep"]
+        ]
+    lines += ["", "## The paper's claims", "", claims_markdown(results["claims"])]
     return "\n".join(lines) + "\n"
 
 

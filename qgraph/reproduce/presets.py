@@ -34,6 +34,7 @@ class Preset:
     pretrained: bool = False
     checkpoint_every: int = 50  # steps between checkpoints (and at each epoch's end)
     log_every: int = 10  # steps between metric lines
+    sweep_lengths: tuple[int, ...] = ()  # step time against sequence length (sweep.py)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, for results.json."""
@@ -58,6 +59,7 @@ PRESETS: dict[str, Preset] = {
             lr=1e-3,
             log_every=4,
             checkpoint_every=16,
+            sweep_lengths=(32, 128),
         ),
         Preset(
             "cpu",
@@ -71,6 +73,7 @@ PRESETS: dict[str, Preset] = {
             epochs=2,
             lr=5e-4,
             train_rows=16_000,
+            sweep_lengths=(128, 512, 1024),
         ),
         Preset(
             "paper",
@@ -86,6 +89,7 @@ PRESETS: dict[str, Preset] = {
             lr=2e-5,
             checkpoint_every=500,
             log_every=50,
+            sweep_lengths=(128, 512, 1024, 2048),
         ),
         Preset(
             "finetune",
