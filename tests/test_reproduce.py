@@ -163,3 +163,21 @@ def test_claims_are_computed_from_the_results() -> None:
     assert rows[PAPER_CLAIMS["compression"]]["figure"] == "not measured in this run"
     empty = {r["claim"]: r for r in claims_table(_results(0.5, []))}
     assert empty[PAPER_CLAIMS["step_512"]]["verdict"] == "not testable in this run"
+
+
+def test_per_token_parameters_learn_at_a_rate_scaled_to_their_size() -> None:
+    from qgraph.reproduce.train import build_arm, parameter_groups
+
+    data = load_data(TINY, None)
+    rates = {}
+    for arm in ("classical", "qrce", "qrce_control"):
+        module, _ = build_arm(ARMS[arm], TINY, data, 0, "cpu")
+        rates[arm] = {g["name"]: g["lr"] / TINY.lr for g in parameter_groups(module, TINY)}
+    assert rates["classical"]["bert.embeddings.word_embeddings.weight"] == 1.0
+    control = rates["qrce_control"]["bert.embeddings.word_embeddings.table.weight"]
+    assert control == pytest.approx((1 / 8**0.5) / 0.02, rel=0.05)  # std 1/√rank, rank 8
+    angles = next(v for k, v in rates["qrce"].items() if k.endswith(".angles"))
+    assert angles > 10
+    assert all(v == 1.0 for k, v in rates["qrce"].items() if "classifier" in k)
+    fixed = parameter_groups(module, TINY.with_options(token_lr_scale=30.0))
+    assert {g["lr"] / TINY.lr for g in fixed if "table" in g["name"]} == {30.0}

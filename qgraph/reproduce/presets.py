@@ -25,6 +25,8 @@ class Preset:
     lr: float = 1e-3
     warmup: float = 0.1  # fraction of the steps with a linear warm-up, then linear decay
     weight_decay: float = 0.01
+    #: learning-rate factor of per-token parameters (every arm alike); None: by their size
+    token_lr_scale: float | None = None
     clip: float = 1.0  # gradient-norm clipping
     train_rows: int | None = None  # None: every training row
     dev_rows: int | None = None  # None: every dev row
@@ -63,16 +65,17 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "cpu",
-            "6 layers, width 128, 16,000 SST-2 sentences, 2 epochs: sized for arms × 3 seeds "
-            "on 2 CPU cores (provisional until the full run is timed)",
+            "6 layers, width 256, 4 heads, ff 1024, 32,000 SST-2 sentences × 2 epochs: the "
+            "largest such run whose 6 arms × 3 seeds fit about 2 hours on 2 CPU cores "
+            "(docs/reproduce.md has the timing)",
             layers=6,
-            hidden=128,
+            hidden=256,
             heads=4,
-            ff=512,
+            ff=1024,
             batch_size=32,
             epochs=2,
             lr=5e-4,
-            train_rows=16_000,
+            train_rows=32_000,
             sweep_lengths=(128, 512, 1024),
         ),
         Preset(

@@ -160,6 +160,51 @@ def load_trainable_state(module: nn.Module, state: dict[str, Any]) -> None:
         module.load_state_dict(state["model"])
 
 
+def _is_token_table(name: str) -> bool:
+    """Parameters that hold per-token values: the word table, QRCE's angles and circuit
+    weights, the low-rank control's table."""
+    return any(
+        key in name
+        for key in ("word_embeddings.weight", ".angles", ".weights", "word_embeddings.table")
+    )
+
+
+#: the initial scale the presets' learning rates are tuned for: BERT's initializer_range
+REFERENCE_SCALE = 0.02
+
+
+def parameter_groups(module: nn.Module, preset: Preset) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and LayerNorm, and the learning rate of each
+    per-token parameter scaled to its size.
+
+    Adam moves every parameter by about ``lr`` per step whatever its size, so a table
+    initialised at std 0.02 (BERT's word table) and QRCE's angles (radians, RMS near 1) do
+    not learn at the same relative speed under one learning rate; at one rate the QRCE arms
+    stayed at chance (docs/reproduce.md, the study). ``token_lr_scale=None`` gives each
+    per-token parameter, in every arm alike, ``lr × RMS(initial value) / 0.02``, so the
+    classical table keeps ``lr``; a number fixes the factor instead.
+    """
+    groups: list[dict[str, Any]] = []
+    for name, parameter in module.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        decay = parameter.ndim >= 2 and "LayerNorm" not in name
+        factor = 1.0
+        if _is_token_table(name):
+            factor = preset.token_lr_scale or max(
+                1.0, float(parameter.detach().float().square().mean().sqrt()) / REFERENCE_SCALE
+            )
+        groups.append(
+            {
+                "params": [parameter],
+                "weight_decay": preset.weight_decay if decay else 0.0,
+                "lr": preset.lr * factor,
+                "name": name,
+            }
+        )
+    return groups
+
+
 def _linear_schedule(
     optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
@@ -225,17 +270,7 @@ def train_arm(
     module.train()
     run = ArmRun(arm.name, seed, notes=notes)
     run.parameters = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for name, parameter in module.named_parameters():
-        (no_decay if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": preset.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=preset.lr,
-    )
+    optimizer = torch.optim.AdamW(parameter_groups(module, preset), lr=preset.lr)
     steps_per_epoch = math.ceil(len(data.train_ids) / preset.batch_size)
     total_steps = steps_per_epoch * preset.epochs
     scheduler = _linear_schedule(optimizer, max(1, int(preset.warmup * total_steps)), total_steps)
@@ -314,7 +349,7 @@ def train_arm(
             elapsed = time.perf_counter() - start
             step, taken, wall = step + 1, taken + 1, wall + elapsed
             run.step_s.append(elapsed)
-            loss = float(output.loss)
+            loss = float(output.loss.detach())
             bar.update(1)
             bar.set_postfix(
                 loss=f"{loss:.3f}",
