@@ -239,12 +239,30 @@ def _int_list(text: str, what: str) -> list[int]:
         ) from None
 
 
+def _preset_changes(settings: list[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs, values read as Python literals (numbers, None, tuples)."""
+    import ast
+
+    changes: dict[str, Any] = {}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set takes key=value, e.g. --set epochs=3; got {setting!r}.")
+        try:
+            changes[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            changes[key] = text
+    return changes
+
+
 def command_reproduce(arguments: argparse.Namespace) -> None:
     """Train the preset's arms × seeds and write results.json and results.md."""
     from qgraph.reproduce import reproduce
+    from qgraph.reproduce.presets import get_preset
 
+    preset = get_preset(arguments.preset).with_options(**_preset_changes(arguments.set))
     results = reproduce(
-        arguments.preset,
+        preset,
         data=arguments.data,
         arms=[a for a in arguments.arms.split(",") if a],
         seeds=_int_list(arguments.seeds, "--seeds"),
@@ -324,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--resume", action="store_true", help="continue a killed run")
     reproduce.add_argument("--device", default="cpu", help="cpu or cuda")
     reproduce.add_argument("--json", action="store_true", help="print the table as JSON")
+    reproduce.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a preset field, e.g. --set epochs=3 (repeatable)",
+    )
     reproduce.set_defaults(run=command_reproduce)
     return parser
 

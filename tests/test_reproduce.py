@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -181,3 +182,17 @@ def test_per_token_parameters_learn_at_a_rate_scaled_to_their_size() -> None:
     assert all(v == 1.0 for k, v in rates["qrce"].items() if "classifier" in k)
     fixed = parameter_groups(module, TINY.with_options(token_lr_scale=30.0))
     assert {g["lr"] / TINY.lr for g in fixed if "table" in g["name"]} == {30.0}
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("epoch=2", r"unknown preset field\(s\) \['epoch'\]"), ("epochs", "--set takes key=value")],
+)
+def test_the_command_line_checks_preset_changes(
+    tmp_path: Path, setting: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qgraph.cli import main
+
+    assert main(["reproduce", "--set", setting, "--out", str(tmp_path / "out")]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
