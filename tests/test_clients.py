@@ -113,6 +113,10 @@ def test_sentence_transformers_encode_through_the_compiled_model() -> None:
     assert _quantum_calls(none) == 0
 
     st = sentence_transformers.SentenceTransformer(minilm_path(), device="cpu")
+    with pytest.raises(qgraph.InputError, match="at least two sentences"):
+        compile_sentence_transformer(st, example_texts=["only one"])
+    with pytest.raises(qgraph.InputError, match="takes a sentence_transformers"):
+        compile_sentence_transformer(torch.nn.Linear(2, 2))
     backend = ExactBackend()
     cm = compile_sentence_transformer(st, policy="all", backend=backend)
     embeddings = st.encode(sentences, convert_to_tensor=True)

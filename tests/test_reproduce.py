@@ -39,6 +39,14 @@ def test_the_quick_preset_trains_every_arm(tmp_path: Path) -> None:
         (n, a) for n in (32, 128) for a in ("classical", "qaap")
     }
     assert len(results["claims"]) == 7 and "## The paper's claims" in markdown
+    assert [p["device"] for p in results["projection"]] == [
+        "ibm_heron_r2",
+        "ibm_heron_r3",
+        "ionq_aria",
+        "ideal_ft",
+    ]
+    assert all(p["quantum_s_per_step"] > 0 for p in results["projection"] if p["supported"])
+    assert "## The hybrid on quantum hardware (cost model)" in markdown
     with pytest.raises(InputError, match="holds an earlier run; pass resume=True"):
         reproduce("quick", out=tmp_path, progress=False)
 
@@ -164,6 +172,20 @@ def test_claims_are_computed_from_the_results() -> None:
     assert rows[PAPER_CLAIMS["compression"]]["figure"] == "not measured in this run"
     empty = {r["claim"]: r for r in claims_table(_results(0.5, []))}
     assert empty[PAPER_CLAIMS["step_512"]]["verdict"] == "not testable in this run"
+    assert empty[PAPER_CLAIMS["training_time"]]["verdict"] == "not testable: no device was costed"
+    costed = _results(0.5, sweep)
+    costed["projection"] = [
+        {"device": "ibm_heron_r2", "step_vs_classical": 6.8e5},
+        {"device": "ideal_ft", "step_vs_classical": 0.5},
+    ]
+    timing = {r["claim"]: r for r in claims_table(costed)}[PAPER_CLAIMS["training_time"]]
+    assert timing["figure"] == (
+        "simulated: hybrid step 1.50× classical; costed: ibm_heron_r2 6.8e+05×, ideal_ft 0.5×"
+    )
+    assert timing["verdict"] == "faster than classical as costed on ideal_ft"
+    costed["projection"] = costed["projection"][:1]
+    timing = {r["claim"]: r for r in claims_table(costed)}[PAPER_CLAIMS["training_time"]]
+    assert timing["verdict"] == "not reproduced: slower on every costed device"
 
 
 def test_per_token_parameters_learn_at_a_rate_scaled_to_their_size() -> None:

@@ -22,6 +22,7 @@ from qgraph.errors import InputError
 from qgraph.reproduce.arms import ARMS, check_arms
 from qgraph.reproduce.claims import claims_markdown, claims_table
 from qgraph.reproduce.presets import PRESETS, Preset, get_preset
+from qgraph.reproduce.projection import project, projection_markdown
 from qgraph.reproduce.sweep import step_time_sweep
 from qgraph.reproduce.train import RESULT, EncodedData, train_arm
 
@@ -111,6 +112,11 @@ def reproduce(
         "table": summarise(runs),
         "sweep": sweep,
     }
+    classical = [r for r in runs if r["arm"] == "classical"]
+    if classical:
+        classical_step = statistics.median(r["median_step_s"] for r in classical)
+        results["projection"] = project(chosen, encoded, classical_step, classical[0]["steps"])
+        results["classical_step_s"] = classical_step
     results["claims"] = claims_table(results)
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (folder / "results.md").write_text(results_markdown(results))
@@ -195,6 +201,9 @@ def results_markdown(results: dict[str, Any]) -> str:
             f"| {r['length']} | {r['arm']} | {r['batch']} | {1000 * r['median_step_s']:.0f} ms |"
             for r in results["sweep"]
         ]
+    if results.get("projection"):
+        lines += ["", "## The hybrid on quantum hardware (cost model)", ""]
+        lines += [projection_markdown(results["projection"], results["classical_step_s"])]
     lines += ["", "## The paper's claims", "", claims_markdown(results["claims"])]
     return "\n".join(lines) + "\n"
 
