@@ -572,11 +572,6 @@ def _policy_name(policy: PolicyLike) -> str:
     return policy if isinstance(policy, str) else getattr(policy, "__name__", "callable")
 
 
-def pytree_leaves(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
-    """The leaves of (args, kwargs) in pytree order."""
-    return list(pytree.tree_leaves((args, kwargs)))
-
-
 __all__ = [
     "DEFAULT_MAX_CAPTURES",
     "CompileSettings",
