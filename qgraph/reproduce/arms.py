@@ -1,12 +1,12 @@
 """The arms of the reproduction: what each trains, as data, and how each is built.
 
-Every arm starts from the same classifier (same seed, same weights) and changes one thing:
+Every arm starts from the same classifier (same seed, same weights) and changes one thing,
+named in its description.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +115,3 @@ def use_low_rank_table(model: nn.Module, qubits: int, layers: int) -> int:
     rank = matched_rank(vocab, dim, qubits, layers)
     model.set_input_embeddings(LowRankEmbedding(vocab, rank, dim))  # type: ignore[operator]
     return rank
-
-
-ModelFactory = Callable[[], nn.Module]
