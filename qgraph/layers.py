@@ -66,7 +66,8 @@ class QRCEEmbedding(nn.Module):
         best linear read-out of the circuit rather than from noise; how much of the table that
         recovers is the returned R² (on all-MiniLM-L6-v2 it is small: 16 features of an
         8-qubit circuit cannot carry a 384-wide table; the report prints the bound a rank-2q
-        map could reach).
+        map could reach). The projection is then scaled so its rows spread as much as the
+        table's (R² is that of the unscaled fit).
         """
         table = table.detach().to(torch.float32)
         generator = torch.Generator().manual_seed(self.seed)
@@ -89,11 +90,18 @@ class QRCEEmbedding(nn.Module):
         # Least squares through the (2q+1)² normal equations, solved in float64.
         gram = (design.T @ design).to(torch.float64)
         solution = torch.linalg.lstsq(gram, (design.T @ work).to(torch.float64)).solution
-        self.proj.weight.copy_(solution[:-1].T)
-        self.proj.bias.copy_(solution[-1])
         residual = work - design @ solution.to(torch.float32)
         total = float(eigenvalues.sum())
         r2 = 1.0 - float(residual.to(torch.float64).square().sum()) / total
+        # Least squares shrinks the fit towards the mean row by √R² (to almost nothing for a
+        # random table). Scale the read-out back to the table's spread, so the token signal
+        # keeps its weight against the position and type embeddings it is summed with before
+        # LayerNorm: unscaled, a from-scratch model's QRCE arm never left chance.
+        weight = solution[:-1].to(torch.float32)
+        fitted = (features - features.mean(dim=0)) @ weight
+        weight = weight * (centred.square().sum() / fitted.square().sum().clamp_min(1e-24)).sqrt()
+        self.proj.weight.copy_(weight.T)
+        self.proj.bias.copy_(mean - features.mean(dim=0) @ weight)
         # No map from 2q features can beat the table's best rank-2q approximation (PCA).
         self.fit_r2 = r2
         self.best_rank_r2 = float(eigenvalues[: 2 * q].sum()) / total
