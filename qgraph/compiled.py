@@ -15,7 +15,7 @@ import inspect
 import itertools
 import threading
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -23,11 +23,12 @@ import torch.fx as fx
 import torch.utils._pytree as pytree
 from torch import nn
 
-from qgraph.backends import get_backend
+from qgraph.backends import get_backend, resolve
 from qgraph.calls import BoundCall, CallBinder
 from qgraph.capture import Captured, Frontend, capture, raise_if_model_fails
 from qgraph.costing import CostOptions, SiteCosts, cost_sites
 from qgraph.errors import CaptureError, InputError
+from qgraph.gradients import resolve_gradients
 from qgraph.layers import QRCEEmbedding
 from qgraph.passes.analysis.build_sites import BuildSites
 from qgraph.passes.analysis.find_sites import FindCandidates
@@ -523,6 +524,25 @@ class CompiledModule(nn.Module):
     def backend(self) -> Any:
         """The backend instance the quantum ops run on."""
         return get_backend(self._backend)
+
+    def use_backend(self, backend: Any, gradient: str | dict[str, str] = "auto") -> None:
+        """Run the quantum ops on another backend from now on, keeping every parameter.
+
+        ``backend`` and ``gradient`` are what ``qgraph.compile`` takes. Typical use: train on
+        the exact backend, then evaluate the same weights with ``ShotsBackend(shots=...)`` or a
+        noisy ``AerBackend`` to see what sampling or noise does to them. Every captured graph
+        is rebound (``BindBackend``); graphs captured later use the new backend too.
+        """
+        key = resolve(backend)
+        gradients = resolve_gradients(gradient, key, get_backend(key).capabilities)
+        with self._capture_lock:
+            self.settings = replace(self.settings, backend=key, gradients=gradients)
+            self._backend = key
+            self.report.backend = key
+            self.compile_options.update(backend=backend, gradient=gradient)
+            props = PropertySet(backend=key, gradients=gradients)
+            for entry in self._captures:
+                BindBackend().run(entry.graph_module, props)
 
     def __repr__(self) -> str:
         return (

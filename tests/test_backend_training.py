@@ -10,6 +10,7 @@ import torch
 import qgraph
 from qgraph.backends import get_backend
 from qgraph.backends.shots import ShotsBackend
+from qgraph.errors import UnknownBackendError
 from qgraph.models import ModelCase, hf_model
 
 
@@ -152,3 +153,27 @@ def test_one_forward_on_ibm_in_local_testing_mode() -> None:
     out = cm(*case.args, **case.kwargs).last_hidden_state
     assert out.shape == (1, 2, 4) and torch.isfinite(out).all()
     assert [r.kernel for r in backend.stats.records] == ["qrce", "qaap"]
+
+
+def test_use_backend_rebinds_every_graph_and_keeps_the_weights() -> None:
+    case = tiny_bert()
+    cm = qgraph.compile(
+        case.model, case.args, case.kwargs, qrce_qubits=3, qrce_layers=2, policy="all"
+    )
+    cm.eval()
+    with torch.no_grad():
+        exact = cm(*case.args, **case.kwargs).last_hidden_state
+    weights = {n: p.detach().clone() for n, p in cm.named_parameters()}
+    shots = ShotsBackend(shots=64, seed=0)
+    cm.use_backend(shots)
+    assert cm.backend is shots and cm.report.backend.startswith("shots#")
+    assert cm.gradients == {"qaap": "straight-through", "qrce": "parameter-shift"}
+    with torch.no_grad():
+        sampled = cm(*case.args, **case.kwargs).last_hidden_state
+    assert shots.stats.jobs > 0 and not torch.allclose(sampled, exact, atol=1e-3)
+    assert all(torch.equal(p, weights[n]) for n, p in cm.named_parameters())
+    cm.use_backend("exact")
+    with torch.no_grad():
+        torch.testing.assert_close(cm(*case.args, **case.kwargs).last_hidden_state, exact)
+    with pytest.raises(UnknownBackendError, match="unknown backend 'nowhere'"):
+        cm.use_backend("nowhere")

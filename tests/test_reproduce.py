@@ -47,6 +47,19 @@ def test_the_quick_preset_trains_every_arm(tmp_path: Path) -> None:
     ]
     assert all(p["quantum_s_per_step"] > 0 for p in results["projection"] if p["supported"])
     assert "## The hybrid on quantum hardware (cost model)" in markdown
+    # the shot sweep evaluates the trained QAAP weights at every shot count
+    shots = results["noise"]["shots"]
+    assert [r["shots"] for r in shots["rows"]] == [64, 256, 1024, 4096]
+    assert 0.0 < shots["readout_error"] < 0.05 and "fake_fez" in shots["readout_error_source"]
+    qaap_run = next(r for r in results["runs"] if r["arm"] == "qaap")
+    assert all(r["exact_accuracy"] == qaap_run["final_accuracy"] for r in shots["rows"])
+    assert "## Shot noise" in markdown
+    aer = results["noise"]["aer"]
+    assert [r["length"] for r in aer["rows"]] == [4, 8] and aer["noise"] == "fake_fez"
+    assert all(r["noisy_error"] > 0.0 for r in aer["rows"])
+    page = (tmp_path / "results.html").read_text()
+    assert page.count("<svg") >= 7 and "The paper&#x27;s claims" in page
+    assert all(f"<td>{arm}</td>" in page for arm in ARMS)
     with pytest.raises(InputError, match="holds an earlier run; pass resume=True"):
         reproduce("quick", out=tmp_path, progress=False)
 

@@ -9,6 +9,7 @@ figure is measured by the run; nothing is typed in.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import platform
 import statistics
@@ -21,6 +22,7 @@ import torch
 from qgraph.errors import InputError
 from qgraph.reproduce.arms import ARMS, check_arms
 from qgraph.reproduce.claims import claims_markdown, claims_table
+from qgraph.reproduce.noise import noise_markdown, noisy_aer_lengths, shot_sweep
 from qgraph.reproduce.presets import PRESETS, Preset, get_preset
 from qgraph.reproduce.projection import project, projection_markdown
 from qgraph.reproduce.sweep import step_time_sweep
@@ -97,6 +99,7 @@ def reproduce(
             )
             runs.append(run.summary())
     sweep = step_time_sweep(chosen, chosen.sweep_lengths, device=device)
+    noise = run_noise(chosen, encoded, folder, arm_list, seeds, device, progress)
     results = {
         "preset": chosen.to_dict(),
         "data": encoded.source,
@@ -111,6 +114,7 @@ def reproduce(
         "runs": runs,
         "table": summarise(runs),
         "sweep": sweep,
+        "noise": noise,
     }
     classical = [r for r in runs if r["arm"] == "classical"]
     if classical:
@@ -120,7 +124,42 @@ def reproduce(
     results["claims"] = claims_table(results)
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (folder / "results.md").write_text(results_markdown(results))
+    if importlib.util.find_spec("matplotlib") is not None:
+        from qgraph.reproduce.page import write_page
+
+        write_page(results, folder)
     return results
+
+
+def run_noise(
+    preset: Preset,
+    data: EncodedData,
+    folder: Path,
+    arms: Sequence[Any],
+    seeds: Sequence[int],
+    device: str,
+    progress: bool,
+) -> dict[str, Any]:
+    """The shot sweep (when the qaap arm ran) and the noisy Aer steps (when qiskit-aer and
+    qiskit-ibm-runtime's fake devices are installed); ``qgraph.reproduce.noise``."""
+    noise: dict[str, Any] = {}
+    if preset.sweep_shots and any(arm.name == "qaap" for arm in arms):
+        noise["shots"] = shot_sweep(
+            preset, data, folder, seeds, preset.sweep_shots, device=device, progress=progress
+        )
+    if preset.aer_lengths:
+        missing = [
+            name
+            for name in ("qiskit_aer", "qiskit_ibm_runtime")
+            if importlib.util.find_spec(name) is None
+        ]
+        if missing:
+            noise["aer_skipped"] = (
+                f"{', '.join(missing)} not installed (pip install 'qgraph[aer,ibm]')"
+            )
+        else:
+            noise["aer"] = noisy_aer_lengths(preset.aer_lengths, progress=progress)
+    return noise
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -160,6 +199,66 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def spread_note(table: list[dict[str, Any]]) -> str:
+    """One sentence per arm: does its accuracy difference to classical exceed the seed spread?"""
+    notes = []
+    for row in table:
+        if "accuracy_vs_classical" not in row:
+            continue
+        delta = 100 * row["accuracy_vs_classical"]
+        beyond = row.get("beyond_seed_spread")
+        if beyond is None:
+            verdict = "one seed, so the spread is unknown"
+        elif beyond:
+            verdict = "larger than the two arms' seed spreads (std) added together"
+        else:
+            verdict = "within the two arms' seed spreads (std) added together"
+        notes.append(f"{row['arm']}: {delta:+.1f} points against classical, {verdict}.")
+    return " ".join(notes)
+
+
+def results_table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The per-arm table (header, rows of text) that results.md and results.html show."""
+    header = [
+        "arm",
+        "seeds",
+        "dev accuracy",
+        "Δ vs classical",
+        "beyond seed spread",
+        "median step",
+        "step vs classical",
+        "parameters",
+        "quantum op calls",
+    ]
+    rows = []
+    for row in results["table"]:
+        std = row["accuracy_std"]
+        accuracy = f"{100 * row['accuracy_mean']:.1f} %" + (
+            f" ± {100 * std:.1f}" if std is not None else ""
+        )
+        delta = row.get("accuracy_vs_classical")
+        beyond = row.get("beyond_seed_spread")
+        if "beyond_seed_spread" not in row:
+            beyond_text = ""
+        else:
+            beyond_text = "one seed" if beyond is None else ("yes" if beyond else "no")
+        ratio = row["step_time_vs_classical"]
+        rows.append(
+            [
+                row["arm"],
+                ", ".join(map(str, row["seeds"])),
+                accuracy,
+                "" if delta is None else f"{100 * delta:+.1f} pt",
+                beyond_text,
+                f"{1000 * row['median_step_s']:.0f} ms",
+                "" if ratio is None else f"{ratio:.2f}×",
+                f"{row['parameters']:,}",
+                f"{row['quantum_calls']:,}",
+            ]
+        )
+    return header, rows
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """results.md: the setting and the table, from results.json's figures."""
     preset = results["preset"]
@@ -172,26 +271,11 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"{results['machine']['torch']}, {results['machine']['threads']} threads, "
         f"{results['machine']['device']}.",
         "",
-        "| arm | seeds | dev accuracy | Δ vs classical | beyond seed spread | median step | "
-        "step vs classical | parameters | quantum op calls |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in results["table"]:
-        std = row["accuracy_std"]
-        accuracy = f"{100 * row['accuracy_mean']:.1f} %" + (
-            f" ± {100 * std:.1f}" if std is not None else ""
-        )
-        delta = row.get("accuracy_vs_classical")
-        beyond = row.get("beyond_seed_spread")
-        ratio = row["step_time_vs_classical"]
-        lines.append(
-            f"| {row['arm']} | {', '.join(map(str, row['seeds']))} | {accuracy} | "
-            f"{'' if delta is None else f'{100 * delta:+.1f} pt'} | "
-            f"{'' if 'beyond_seed_spread' not in row else ('one seed' if beyond is None else ('yes' if beyond else 'no'))} | "  # noqa: E501
-            f"{1000 * row['median_step_s']:.0f} ms | "
-            f"{'' if ratio is None else f'{ratio:.2f}×'} | {row['parameters']:,} | "
-            f"{row['quantum_calls']:,} |"
-        )
+    header, rows = results_table_rows(results)
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", spread_note(results["table"])]
     lines += ["", "Arms:", ""]
     lines += [f"- `{name}`: {text}." for name, text in results["arms"].items()]
     if results.get("sweep"):
@@ -201,6 +285,7 @@ def results_markdown(results: dict[str, Any]) -> str:
             f"| {r['length']} | {r['arm']} | {r['batch']} | {1000 * r['median_step_s']:.0f} ms |"
             for r in results["sweep"]
         ]
+    lines += noise_markdown(results.get("noise") or {})
     if results.get("projection"):
         lines += ["", "## The hybrid on quantum hardware (cost model)", ""]
         lines += [projection_markdown(results["projection"], results["classical_step_s"])]

@@ -37,6 +37,8 @@ class Preset:
     checkpoint_every: int = 50  # steps between checkpoints (and at each epoch's end)
     log_every: int = 10  # steps between metric lines
     sweep_lengths: tuple[int, ...] = ()  # step time against sequence length (sweep.py)
+    sweep_shots: tuple[int, ...] = (64, 256, 1024, 4096)  # the trained QAAP, sampled (noise.py)
+    aer_lengths: tuple[int, ...] = ()  # QAAP on noisy Aer against length (noise.py)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, for results.json."""
@@ -62,6 +64,7 @@ PRESETS: dict[str, Preset] = {
             log_every=4,
             checkpoint_every=16,
             sweep_lengths=(32, 128),
+            aer_lengths=(4, 8),
         ),
         Preset(
             "cpu",
@@ -77,6 +80,7 @@ PRESETS: dict[str, Preset] = {
             lr=5e-4,
             train_rows=32_000,
             sweep_lengths=(128, 512, 1024),
+            aer_lengths=(4, 8, 16, 32),
         ),
         Preset(
             "paper",
