@@ -256,7 +256,7 @@ def _preset_changes(settings: list[str]) -> dict[str, Any]:
 
 
 def command_reproduce(arguments: argparse.Namespace) -> None:
-    """Train the preset's arms × seeds and write results.json and results.md."""
+    """Train the preset's arms × seeds and write results.json, results.md and results.html."""
     from qgraph.reproduce import reproduce
     from qgraph.reproduce.presets import get_preset
 
@@ -275,6 +275,9 @@ def command_reproduce(arguments: argparse.Namespace) -> None:
         print(json.dumps(results["table"], indent=2))
     else:
         print(Path(arguments.out, "results.md").read_text(), end="")
+        page = Path(arguments.out, "results.html")
+        if page.is_file():
+            print(f"\nThe page with the curves: {page}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -231,3 +231,37 @@ def test_the_command_line_checks_preset_changes(
     assert main(["reproduce", "--set", setting, "--out", str(tmp_path / "out")]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_resume_under_another_setting_is_refused(tmp_path: Path) -> None:
+    from qgraph.reproduce import SETTING, check_same_setting
+
+    preset = get_preset("quick")
+    check_same_setting(tmp_path, preset)
+    assert json.loads((tmp_path / SETTING).read_text())["train_rows"] == 512
+    check_same_setting(tmp_path, preset.with_options(aer_lengths=(4,), sweep_lengths=()))
+    with pytest.raises(InputError, match=r"\(lr: 0\.001 then, 0\.01 now\); resume with the same"):
+        check_same_setting(tmp_path, preset.with_options(lr=1e-2))
+    with pytest.raises(InputError, match="another setting"):
+        reproduce(preset.with_options(epochs=2), out=tmp_path, resume=True, progress=False)
+
+
+def test_distillation_pulls_a_quantum_arm_towards_its_starting_model(tmp_path: Path) -> None:
+    from qgraph.reproduce.distill import hidden_state_loss
+
+    preset = TINY.with_options(distill_steps=8, epochs=1, log_every=4)
+    data = load_data(preset, None)
+    run = train_arm(ARMS["hybrid"], preset, data, 0, tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    distilled = [r["loss"] for r in records if r["kind"] == "distill"]
+    assert [r["step"] for r in records if r["kind"] == "distill"] == [4, 8]
+    note = next(n for n in run.notes if n.startswith("distilled from the classical model"))
+    first, last = (float(x) for x in re.findall(r"loss (\d+\.\d+) → (\d+\.\d+)", note)[0])
+    assert last < first and distilled[-1] < first
+    classical = train_arm(ARMS["classical"], preset, data, 0, tmp_path / "c", progress=False)
+    assert not any(n.startswith("distilled") for n in classical.notes)  # it is the teacher
+    same = (torch.ones(1, 3, 2),)
+    mask = torch.tensor([[1, 1, 0]])
+    assert float(hidden_state_loss(same, same, mask)) == 0.0
+    with pytest.raises(ValueError, match="same number of hidden states"):
+        hidden_state_loss(same, same * 2, mask)

@@ -78,6 +78,7 @@ def reproduce(
             "another out folder."
         )
     folder.mkdir(parents=True, exist_ok=True)
+    check_same_setting(folder, chosen)
     encoded = load_data(chosen, data)
     runs: list[dict[str, Any]] = []
     for arm in arm_list:
@@ -129,6 +130,37 @@ def reproduce(
 
         write_page(results, folder)
     return results
+
+
+#: preset fields that only shape the analyses after training; a resume may change them
+ANALYSIS_FIELDS = ("name", "description", "sweep_lengths", "sweep_shots", "aer_lengths")
+#: the training setting of a run folder, written when it starts, checked on resume
+SETTING = "setting.json"
+
+
+def check_same_setting(folder: Path, preset: Preset) -> None:
+    """Refuse to resume a folder whose runs were trained under another setting.
+
+    The first call writes the preset's training fields to ``folder/setting.json``; a later
+    call (``--resume``) compares them, so finished runs are never mixed with runs of another
+    size, rate or data cut.
+    """
+    setting = {k: v for k, v in preset.to_dict().items() if k not in ANALYSIS_FIELDS}
+    path = folder / SETTING
+    if not path.is_file():
+        path.write_text(json.dumps(setting, indent=2) + "\n")
+        return
+    earlier = json.loads(path.read_text())
+    current = json.loads(json.dumps(setting))  # tuples as lists, as they were stored
+    changed = sorted(k for k in set(earlier) | set(current) if earlier.get(k) != current.get(k))
+    if changed:
+        details = ", ".join(
+            f"{key}: {earlier.get(key)!r} then, {current.get(key)!r} now" for key in changed
+        )
+        raise InputError(
+            f"{folder} was trained with another setting ({details}); resume with the same "
+            "preset and --set options, or use another out folder."
+        )
 
 
 def run_noise(

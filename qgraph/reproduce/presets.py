@@ -28,6 +28,9 @@ class Preset:
     #: learning-rate factor of per-token parameters (every arm alike); None: by their size
     token_lr_scale: float | None = None
     clip: float = 1.0  # gradient-norm clipping
+    #: steps of hidden-state distillation from the starting model before a quantum arm
+    #: trains (distill.py); 0: none
+    distill_steps: int = 0
     train_rows: int | None = None  # None: every training row
     dev_rows: int | None = None  # None: every dev row
     shots: int = 1024  # the qaap_shots arm
@@ -68,9 +71,10 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "cpu",
-            "6 layers, width 256, 4 heads, ff 1024, 32,000 SST-2 sentences × 2 epochs: the "
-            "largest such run whose 6 arms × 3 seeds fit about 2 hours on 2 CPU cores "
-            "(docs/reproduce.md has the timing)",
+            "6 layers, width 256, 4 heads, ff 1024, 16,000 SST-2 sentences × 2 epochs: 6 arms "
+            "× 3 seeds, the sweeps and the noise runs in about an hour on 2 CPU cores, so a "
+            "full run fits one working session (32,000 sentences take about two hours: "
+            "docs/reproduce.md has the timing)",
             layers=6,
             hidden=256,
             heads=4,
@@ -78,7 +82,7 @@ PRESETS: dict[str, Preset] = {
             batch_size=32,
             epochs=2,
             lr=5e-4,
-            train_rows=32_000,
+            train_rows=16_000,
             sweep_lengths=(128, 512, 1024),
             aer_lengths=(4, 8, 16, 32),
         ),

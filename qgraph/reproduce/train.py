@@ -23,6 +23,7 @@ from torch import nn
 import qgraph
 from qgraph.data import batches
 from qgraph.reproduce.arms import Arm, use_low_rank_table
+from qgraph.reproduce.distill import distill
 from qgraph.reproduce.presets import Preset
 
 CHECKPOINT = "checkpoint.pt"
@@ -277,6 +278,11 @@ def train_arm(
 
     step, wall = 0, 0.0
     metrics_path, checkpoint_path = folder / METRICS, folder / CHECKPOINT
+
+    def log(record: dict[str, Any]) -> None:
+        with metrics_path.open("a") as handle:
+            handle.write(json.dumps({"arm": arm.name, "seed": seed, **record}) + "\n")
+
     if resume and checkpoint_path.is_file():
         saved = torch.load(checkpoint_path, weights_only=False)
         load_trainable_state(module, saved["state"])
@@ -292,10 +298,24 @@ def train_arm(
     else:
         metrics_path.write_text("")
         torch.manual_seed(seed)
-
-    def log(record: dict[str, Any]) -> None:
-        with metrics_path.open("a") as handle:
-            handle.write(json.dumps({"arm": arm.name, "seed": seed, **record}) + "\n")
+        if preset.distill_steps and arm.compile_options is not None:
+            teacher = build_model(preset, data, seed).to(device)
+            summary = distill(
+                module,
+                teacher,
+                data,
+                preset,
+                seed,
+                parameter_groups(module, preset),
+                device,
+                log=log,
+            )
+            run.notes.append(
+                f"distilled from the classical model for {preset.distill_steps} steps "
+                f"(hidden-state loss {summary['first_loss']:.3f} → {summary['last_loss']:.3f}, "
+                f"{summary['wall_s']:.0f} s, not counted in the training time)"
+            )
+            torch.manual_seed(seed)
 
     def checkpoint() -> None:
         _save_checkpoint(
