@@ -106,6 +106,7 @@ def compile(
             report_devices=tuple(report_devices),
             qrce_qubits=qrce_qubits,
             qrce_layers=qrce_layers,
+            gradients=gradients,
         )
         costs.validate()
     if not isinstance(qrce_qubits, int) or qrce_qubits < 2:

@@ -8,6 +8,7 @@ and the fidelity clears ``min_fidelity`` (``qgraph.costmodel.decide``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,19 @@ class CostOptions:
     report_devices: tuple[str, ...] = ()
     qrce_qubits: int = 8
     qrce_layers: int = 2
+    #: the training's gradient method per kernel (compile's resolved ``gradient``); a site is
+    #: costed with its kernel's method, since SPSA, say, runs more circuits than the default
+    gradients: Mapping[str, str] = field(default_factory=dict)
+
+    def hardware_gradient(self, kernel: str) -> str:
+        """The method to cost ``kernel``'s backward with on a quantum device.
+
+        Autograd exists only where amplitudes are exact (a simulator); on a device that
+        samples, the same training would use the device's default (straight-through for
+        QAAP, parameter shift for QRCE), which the cost model's ``"auto"`` picks.
+        """
+        method = self.gradients.get(kernel, "auto")
+        return "auto" if method == "autograd" else method
 
     def validate(self) -> None:
         """Raise InputError for an unknown device or an out-of-range number."""
@@ -80,6 +94,7 @@ def cost_sites(sites: list[Site], options: CostOptions) -> dict[str, SiteCosts]:
                 site,
                 device,
                 precision=options.precision,
+                gradient=options.hardware_gradient(site.quantum_op_for_kind),
                 qrce_qubits=options.qrce_qubits,
                 qrce_layers=options.qrce_layers,
             )
@@ -116,6 +131,7 @@ def _summary(estimate: Any) -> dict[str, Any]:
         "depth": estimate.depth,
         "two_qubit_gates": estimate.two_qubit_gates,
         "shots": estimate.shots_forward,
+        "gradient": estimate.gradient,  # the backward method the time was costed with
         "time_s": estimate.time_s,
         "fidelity": estimate.fidelity,
         "money_usd": estimate.money_usd,

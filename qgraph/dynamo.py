@@ -114,6 +114,7 @@ def parse_options(options: Mapping[str, Any] | None) -> BackendSettings:
             device=device or DEFAULT_DEVICE,
             precision=float(chosen["precision"]),
             min_fidelity=float(chosen["min_fidelity"]),
+            gradients=gradients,
         )
         costs.validate()
     return BackendSettings(policy, backend_key, gradients, costs)

@@ -90,3 +90,21 @@ def test_report_has_columns_for_every_costed_device(auto_cm) -> None:
     )
     row = auto_cm.report.device_rows()[3]
     assert row["ionq_aria s"] > 0 and row["ibm_heron_r2 usd"] > 0
+
+
+def test_sites_are_costed_with_the_gradient_the_training_uses(bert) -> None:
+    def attention_costs(gradient: str | dict[str, str]) -> dict:
+        cm = qgraph.compile(bert.model, bert.args, bert.kwargs, backend="shots", gradient=gradient)
+        site = next(s for s in cm.report.sites if s.kind == "attention" and s.costs)
+        return site.costs["ibm_heron_r2"]
+
+    default = attention_costs("auto")
+    spsa = attention_costs({"qaap": "spsa"})
+    assert default["gradient"] == "straight-through" and spsa["gradient"] == "spsa"
+    # SPSA runs two extra sampled forwards per step, so its backward costs device time
+    assert spsa["breakdown_s"]["execution_s"] > default["breakdown_s"]["execution_s"]
+    assert spsa["time_s"] > default["time_s"]
+    # autograd exists only on simulators: hardware is costed with the device's default
+    exact = qgraph.compile(bert.model, bert.args, bert.kwargs, gradient="autograd")
+    site = next(s for s in exact.report.sites if s.kind == "attention" and s.costs)
+    assert site.costs["ibm_heron_r2"]["gradient"] == "straight-through"
