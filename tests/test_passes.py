@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -171,6 +172,34 @@ def test_additive_bias_site_is_reported_unsupported() -> None:
     (site,) = cm.report.sites
     assert site.mask_kind == "additive" and site.decision == "classical"
     assert "additive bias" in site.reason
+
+
+class RelativeBiasEager(TinySdpa):
+    """Eager attention with a learned relative-position bias added before the mask (T5-style):
+    two additive terms between the scores and the softmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.position_bias = nn.Parameter(torch.randn(self.heads, 8, 8) * 0.1)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.embed(ids)
+        b, s, w = h.shape
+        q, k, v = self.qkv(h).view(b, s, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        scores = torch.matmul(q, k.transpose(-1, -2)) / (w // self.heads) ** 0.5
+        scores += self.position_bias[:, :s, :s]
+        scores = scores + (1.0 - mask[:, None, None, :].float()) * -1e9
+        weights = F.dropout(scores.softmax(dim=-1), p=0.1, training=self.training)
+        return self.out(torch.matmul(weights, v).transpose(1, 2).reshape(b, s, w))
+
+
+@pytest.mark.parametrize("frontend", ["export", "symbolic_trace"])
+def test_attention_with_a_bias_and_a_mask_is_found_and_kept_classical(frontend: str) -> None:
+    ids, mask = torch.randint(0, 50, (2, 6)), torch.ones(2, 6, dtype=torch.long)
+    cm = qgraph.compile(RelativeBiasEager().eval(), (ids, mask), policy="all", frontend=frontend)
+    (site,) = [s for s in cm.report.sites if s.kind == "attention"]
+    assert site.decision == "classical" and not site.supported
+    assert "2 additive terms" in site.reason and "additive bias" in site.reason
 
 
 def test_flop_rules() -> None:

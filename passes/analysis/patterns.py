@@ -8,6 +8,7 @@ claim one anchor) and a one-line comment.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ SDPA_TARGETS: set[Any] = {aten.scaled_dot_product_attention.default, F.scaled_do
 SOFTMAX_TARGETS: set[Any] = {aten.softmax.int, aten._softmax.default, torch.softmax, F.softmax}
 MATMUL_TARGETS: set[Any] = {aten.matmul.default, torch.matmul, operator.matmul}
 SCALE_TARGETS: set[Any] = {aten.mul.Tensor, aten.div.Tensor, operator.mul, operator.truediv}
-ADD_TARGETS: set[Any] = {aten.add.Tensor, operator.add}
+#: `scores += bias` stays aten.add_ under torch.export and is operator.iadd under symbolic_trace
+ADD_TARGETS: set[Any] = {aten.add.Tensor, aten.add_.Tensor, operator.add, operator.iadd}
 DROPOUT_TARGETS: set[Any] = {aten.dropout.default, F.dropout}
 TRANSPOSE_TARGETS: set[Any] = {aten.transpose.int, torch.transpose}
 EMBEDDING_TARGETS: set[Any] = {aten.embedding.default}
@@ -94,18 +96,54 @@ def _is_softmax(node: Any) -> bool:
     )
 
 
+#: python arithmetic symbolic_trace records on sizes, e.g. the scale (w // heads) ** -0.5
+SIZE_ARITHMETIC: set[Any] = {
+    operator.getitem,
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    operator.floordiv,
+    operator.pow,
+    math.sqrt,
+}
+
+
+def _is_size_arithmetic(node: Any) -> bool:
+    """Whether ``node`` is a number, not a tensor: a constant, or arithmetic on tensor sizes.
+
+    symbolic_trace keeps ``x.shape`` and what is computed from it as graph nodes, so a scale
+    such as ``head_dim ** -0.5`` arrives as a node; a tensor operand is a mask or a bias.
+    """
+    if not isinstance(node, fx.Node):
+        return True
+    if node.op == "call_function" and node.target is getattr:
+        return node.args[1] == "shape"
+    if node.op == "call_method" and node.target == "size":
+        return True
+    if node.op == "call_function" and node.target in SIZE_ARITHMETIC:
+        operands = [*node.args, *node.kwargs.values()]
+        return all(_is_size_arithmetic(a) for a in operands if isinstance(a, fx.Node))
+    return node.op == "call_function" and node.target is aten.sym_size.int
+
+
 def _extract_eager_chain(gm: fx.GraphModule, node: fx.Node) -> dict[str, Any] | None:
-    """matmul(q, kᵀ) → [scale] → [+ mask] → softmax(-1) → [dropout] → matmul(·, v)."""
+    """matmul(q, kᵀ) → [scale] → [+ terms] → softmax(-1) → [dropout] → matmul(·, v).
+
+    The outermost added term is the mask; any further one (a relative-position bias added
+    before the mask, as T5-style models do) is counted in ``score_bias_terms``.
+    """
     if not _is_softmax(node) or arg(node, 1, "dim") not in (-1, 3):
         return None
     nodes = [node]
     producer: Any = node.args[0]  # fx types args as a wide union; checked by _is_call
-    mask = None
-    if _is_call(producer, ADD_TARGETS):
-        mask = producer.args[1]
+    added: list[Any] = []
+    while _is_call(producer, ADD_TARGETS):
+        added.append(producer.args[1])
         nodes.append(producer)
         producer = producer.args[0]
-    if _is_call(producer, SCALE_TARGETS) and not isinstance(producer.args[1], fx.Node):
+    mask = added[0] if added else None
+    if _is_call(producer, SCALE_TARGETS) and _is_size_arithmetic(producer.args[1]):
         nodes.append(producer)
         producer = producer.args[0]
     if not _is_call(producer, MATMUL_TARGETS):
@@ -142,6 +180,7 @@ def _extract_eager_chain(gm: fx.GraphModule, node: fx.Node) -> dict[str, Any] | 
         "output": consumer,
         "nodes": nodes,
         "weights_escape": escape,
+        "score_bias_terms": len(added) - 1 if added else 0,
     }
 
 
@@ -169,6 +208,12 @@ def _check_attention(roles: dict[str, Any], shapes: dict[str, tuple[int, ...]]) 
     if roles.get("mask_kind") == "additive":
         return (
             "the mask adds a learned or positional bias to the scores; QAAP can drop keys "
+            "but has no amplitude analogue of an additive bias."
+        )
+    if roles.get("score_bias_terms"):
+        return (
+            f"the scores get {roles['score_bias_terms'] + 1} additive terms before the softmax "
+            "(a bias, e.g. a relative-position bias, besides the mask); QAAP can drop keys "
             "but has no amplitude analogue of an additive bias."
         )
     if roles.get("weights_escape"):
