@@ -200,8 +200,14 @@ def test_qaap_forward_tiny() -> None:
     assert torch.all(out[0, 0] >= low - 1e-6) and torch.all(out[0, 0] <= high + 1e-6)
     counters = backend.stats.site("attn")
     assert counters.calls == 1 and counters.instances == 2
+    # with two keys, out = v0 + w1 (v1 - v0): read each query's weight on key 1 back from the
+    # output and compare it with the exact kernel's (the key weights here are 0.63 and 0.20,
+    # so weighting the wrong key or dropping the post-selection is off by 0.26 or more)
     exact = qaap_attention(q, k, v)[0]
-    assert (out - exact).abs().max() < float((v.max() - v.min()).abs())  # loose sanity
+    v0, v1 = v[0, 0, 0], v[0, 0, 1]
+    sampled_weight = ((out[0, 0] - v0) / (v1 - v0)).mean(dim=-1)
+    exact_weight = ((exact[0, 0] - v0) / (v1 - v0)).mean(dim=-1)
+    assert (sampled_weight - exact_weight).abs().max() < 0.1, (sampled_weight, exact_weight)
 
 
 def test_qaap_masks_gqa_and_fallback() -> None:

@@ -21,6 +21,15 @@ def test_policy_none_is_bit_identical_to_eager(case: ModelCase) -> None:
     assert len(got) == len(expected)
     for g, e in zip(got, expected, strict=True):
         assert torch.equal(g, e), f"max |Δ| = {(g - e).abs().max()}"
+    # policy "none" calls the original module, so the check above holds by construction;
+    # the captured graph is what every other policy rewrites, and it must compute the same
+    graph, _ = cm.graph_for(*case.args, **case.kwargs)
+    call = cm.bind(case.args, case.kwargs)
+    with torch.no_grad():
+        from_graph = float_leaves(graph(*call.args, **call.kwargs))
+    assert len(from_graph) == len(expected)
+    for g, e in zip(from_graph, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
 
 def test_policy_all_rewrites_one_attention_per_layer_and_the_word_embedding(

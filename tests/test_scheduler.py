@@ -153,30 +153,48 @@ def test_qrce_rows_are_shared_between_microbatches(
 # -- the latency wrapper -------------------------------------------------------------------------
 
 
-def test_latency_wrapper_adds_latency_per_job() -> None:
+class SleepCounter:
+    """Replaces ``time.sleep`` and counts the sleeps in progress at once: the latency
+    wrapper's waits, so overlap is measured by counts, not bounded by wall-clock time."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._real_sleep, self._lock = time.sleep, threading.Lock()
+        self.waiting = self.most_waiting = 0
+        monkeypatch.setattr(time, "sleep", self.sleep)
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.waiting += 1
+            self.most_waiting = max(self.most_waiting, self.waiting)
+        self._real_sleep(seconds)
+        with self._lock:
+            self.waiting -= 1
+
+
+def test_latency_wrapper_adds_latency_per_job(monkeypatch: pytest.MonkeyPatch) -> None:
     backend = LatencyBackend("exact", 0.05)
     assert backend.capabilities == qgraph.backends.get_backend("exact").capabilities
     q = torch.randn(2, 2, 4, 4)
     start = time.perf_counter()
     for _ in range(3):
         backend.qaap(q, q, q, None, False, None, 0.0, "site")
-    elapsed = time.perf_counter() - start
-    assert 0.15 <= elapsed < 0.15 + 1.0
+    assert time.perf_counter() - start >= 0.15
     assert backend.calls["qaap"] == 3 and len(backend.stats.records) == 3
     for record in backend.stats.records:
         assert record.queue_s is not None and record.queue_s >= 0.05
         assert record.wall_s >= record.queue_s and record.circuits == 2 * 2 * 4
     # concurrent jobs wait concurrently
+    sleeps = SleepCounter(monkeypatch)
+    backend = LatencyBackend("exact", 0.5)  # long enough for four threads to start
     threads = [
         threading.Thread(target=backend.qaap, args=(q, q, q, None, False, None, 0.0, "site"))
         for _ in range(4)
     ]
-    start = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert time.perf_counter() - start < 4 * 0.05
+    assert sleeps.most_waiting == 4 and backend.calls["qaap"] == 4
 
 
 def test_latency_wrapper_keeps_inner_records_and_queue() -> None:
@@ -203,19 +221,29 @@ def test_latency_wraps_only_backends() -> None:
         LatencyBackend(object(), 0.1)  # type: ignore[arg-type]
 
 
-def test_pipelining_overlaps_latency(case: ModelCase) -> None:
-    latency = 0.05
+def test_pipelining_overlaps_latency(case: ModelCase, monkeypatch: pytest.MonkeyPatch) -> None:
+    latency = 0.2
     cm = qgraph.compile(
         case.model, case.args, case.kwargs, backend=LatencyBackend("exact", latency), policy="all"
     )
     with torch.no_grad(), HybridScheduler(cm, microbatches=2, cache=False) as scheduler:
         scheduler.run(*case.args, **case.kwargs)  # warm-up
-        start = time.perf_counter()
+        sleeps = SleepCounter(monkeypatch)
         scheduler.run(*case.args, **case.kwargs)
-        elapsed = time.perf_counter() - start
+    assert sleeps.most_waiting >= 2  # both slices' jobs waited at once
     jobs = scheduler.summary().jobs
     assert jobs == 6  # (1 QRCE + 2 QAAP) × 2 slices
-    assert 3 * latency <= elapsed < jobs * latency  # the slices' waits overlap
+    # the slices' jobs overlap: at some moment jobs of both micro-batches are in flight
+    quantum = scheduler.timeline.of_kind("quantum")
+    assert {event.microbatch for event in quantum} == {0, 1}
+    overlapping = [
+        (a, b)
+        for a in quantum
+        for b in quantum
+        if a.microbatch == 0 and b.microbatch == 1 and a.start_s < b.end_s and b.start_s < a.end_s
+    ]
+    assert overlapping, [(e.name, e.microbatch, e.start_s, e.end_s) for e in quantum]
+    assert scheduler.timeline.wall_s >= 3 * latency  # each slice waits for its three jobs
     for event in scheduler.timeline.of_kind("quantum"):
         assert event.queue_s is not None and event.queue_s >= latency
         assert event.run_s is not None and event.thread.startswith("qgraph-job")
