@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -88,6 +92,51 @@ def test_sdpa_rewrite_golden_graph() -> None:
     assert qaap_node.args[5] is True  # is_causal passed through
     assert qaap_node.args[7:9] == ("exact", "autograd")  # bound by lowering
     assert "embed.weight" not in dict(cm.named_parameters())
+
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+class TinyMha(nn.Module):
+    """Embedding → nn.MultiheadAttention (its attention core is SDPA under torch.export)."""
+
+    def __init__(self, vocab: int = 50, width: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.embed(ids)
+        return self.attn(h, h, h, need_weights=False)[0]
+
+
+#: (name, model, inputs, frontend): one per pattern and frontend that rewrites
+GOLDEN_CASES = {
+    "sdpa_export": (TinySdpa, False, "export"),
+    "sdpa_symbolic_trace": (TinySdpa, False, "symbolic_trace"),
+    "eager_chain_export": (TinyEager, True, "export"),
+    "eager_chain_symbolic_trace": (TinyEager, True, "symbolic_trace"),
+    "mha_export": (TinyMha, False, "export"),
+}
+
+
+@pytest.mark.parametrize("name", list(GOLDEN_CASES))
+def test_rewritten_graph_matches_its_golden_text(name: str) -> None:
+    """The whole rewritten graph as code: every node, argument and edge. After a deliberate
+    change, regenerate with QGRAPH_UPDATE_GOLDEN=1 and review the diff."""
+    model_class, needs_mask, frontend = GOLDEN_CASES[name]
+    torch.manual_seed(0)
+    model = model_class().eval()
+    ids = torch.randint(0, 50, (2, 6))
+    inputs = (ids, torch.ones(2, 6, dtype=torch.long)) if needs_mask else (ids,)
+    cm = qgraph.compile(model, inputs, policy="all", frontend=frontend)
+    # a site's tag starts with a per-process compile number ('3:embed'): not part of the graph
+    code = re.sub(r"'\d+:([^']*)'", r"'#:\1'", cm.graph_module.code.strip()) + "\n"
+    path = GOLDEN / f"{name}.py.txt"
+    if os.environ.get("QGRAPH_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(code)
+    assert code == path.read_text(), f"{name}: the rewritten graph changed (see {path})"
 
 
 def test_eager_chain_is_matched_and_rewritten() -> None:
