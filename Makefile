@@ -5,7 +5,7 @@ STAMP   := .venv/.installed
 EXTRAS  ?= dev,aer,ibm
 PYTEST_FLAGS ?= -n 2
 
-.PHONY: setup demo test test-all lint bench clean chromium
+.PHONY: setup demo test test-all lint bench clean chromium readme-results
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv .venv
@@ -35,6 +35,10 @@ chromium:
 
 test-all: $(STAMP) lint chromium
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_FLAGS)
+
+# The README's figures of the paper's experiment come from the committed cpu run, never by hand.
+readme-results: $(STAMP)
+	$(PY) -m qgraph.reproduce.quote docs/results/cpu/results.json README.md
 
 BENCH_STAMP := .venv/.installed-bench
 

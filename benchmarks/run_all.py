@@ -13,7 +13,14 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 #: the benchmark scripts, in the order RESULTS.md lists them
-BENCHMARKS = ["compile_time", "kernels", "overlap", "costmodel_accuracy", "onnx_runtime"]
+BENCHMARKS = [
+    "compile_time",
+    "kernels",
+    "overlap",
+    "costmodel_accuracy",
+    "onnx_runtime",
+    "arm_steps",
+]
 
 
 def main() -> None:

@@ -14,7 +14,9 @@ import torch
 from qgraph.errors import DataError, InputError
 from qgraph.reproduce import ARMS, load_data, reproduce
 from qgraph.reproduce.arms import matched_rank, qrce_parameter_count
+from qgraph.reproduce.claims import claims_markdown
 from qgraph.reproduce.presets import get_preset
+from qgraph.reproduce.quote import main as quote_main
 from qgraph.reproduce.train import CHECKPOINT, train_arm
 
 #: small enough for a test, the same code path as the presets
@@ -62,6 +64,20 @@ def test_the_quick_preset_trains_every_arm(tmp_path: Path) -> None:
     assert all(f"<td>{arm}</td>" in page for arm in ARMS)
     with pytest.raises(InputError, match="holds an earlier run; pass resume=True"):
         reproduce("quick", out=tmp_path, progress=False)
+    # `make readme-results` quotes the run's tables into the README between the markers
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:start -->\nold figures\n<!-- results:end -->\nrest\n")
+    quote_main([str(tmp_path / "results.json"), str(readme)])
+    quoted = readme.read_text()
+    assert "old figures" not in quoted and quoted.endswith("<!-- results:end -->\nrest\n")
+    arm_rows = [
+        line for line in markdown.splitlines() if line.startswith(tuple(f"| {a} | " for a in ARMS))
+    ]
+    assert len(arm_rows) == len(ARMS) and all(line in quoted for line in arm_rows)
+    assert claims_markdown(results["claims"]) in quoted
+    readme.write_text("no markers\n")
+    with pytest.raises(InputError, match="add the two marker lines"):
+        quote_main([str(tmp_path / "results.json"), str(readme)])
 
 
 @pytest.mark.parametrize("arm", ["classical", "hybrid"])
@@ -176,7 +192,17 @@ def test_claims_are_computed_from_the_results() -> None:
     close = {r["claim"]: r for r in claims_table(_results(0.817, sweep))}
     assert close[PAPER_CLAIMS["accuracy"]]["verdict"].startswith("reproduced")
     assert rows[PAPER_CLAIMS["step_512"]]["figure"] == "0.800 s classical vs 1.600 s QAAP (2.00×)"
-    assert rows[PAPER_CLAIMS["step_512"]]["verdict"] == "not reproduced"
+    assert rows[PAPER_CLAIMS["step_512"]]["verdict"] == "not reproduced: QAAP's step is longer"
+
+    def step_512_verdict(qaap_s: float) -> str:
+        timed = [{**r, "median_step_s": qaap_s} if r["arm"] == "qaap" else r for r in sweep]
+        timed = [r for r in timed if r["length"] == 512]
+        (row,) = [r for r in claims_table(_results(0.5, timed)) if "512" in r["claim"]]
+        return row["verdict"]
+
+    assert step_512_verdict(0.8 * 0.98 / 1.24) == "reproduced"  # the paper's 21 %
+    assert step_512_verdict(0.68) == "partly: QAAP's step is 15 % shorter, the paper's 21 %"
+    assert step_512_verdict(0.78).startswith("not reproduced: the two steps are within 5 %")
     # times grow 64× (classical) and 128× (QAAP) over a 16× longer sequence
     assert (
         "classical step time ∝ n^1.50, QAAP step time ∝ n^1.75"
@@ -311,3 +337,16 @@ def test_distillation_pulls_a_quantum_arm_towards_its_starting_model(tmp_path: P
     assert float(hidden_state_loss(same, same, mask)) == 0.0
     with pytest.raises(ValueError, match="same number of hidden states"):
         hidden_state_loss(same, same * 2, mask)
+
+
+def test_a_resume_reuses_the_noise_runs_of_the_same_setting(tmp_path: Path) -> None:
+    from qgraph.reproduce import NOISE, _noise_key, cached_noise
+
+    preset, arms = get_preset("quick"), [ARMS["classical"], ARMS["qaap"]]
+    assert cached_noise(tmp_path, preset, arms, [0]) is None  # nothing written yet
+    noise = {"shots": {"rows": [{"shots": 64, "accuracy": 0.7}]}}
+    (tmp_path / NOISE).write_text(json.dumps({"key": _noise_key(preset, arms, [0]), **noise}))
+    assert cached_noise(tmp_path, preset, arms, [0]) == noise
+    assert cached_noise(tmp_path, preset, arms, [0, 1]) is None  # other seeds: run again
+    assert cached_noise(tmp_path, preset.with_options(sweep_shots=(64,)), arms, [0]) is None
+    assert cached_noise(tmp_path, preset, arms[:1], [0]) is None  # no qaap arm: no shot sweep

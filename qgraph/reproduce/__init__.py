@@ -100,7 +100,10 @@ def reproduce(
             )
             runs.append(run.summary())
     sweep = step_time_sweep(chosen, chosen.sweep_lengths, device=device)
-    noise = run_noise(chosen, encoded, folder, arm_list, seeds, device, progress)
+    noise = cached_noise(folder, chosen, arm_list, seeds) or run_noise(
+        chosen, encoded, folder, arm_list, seeds, device, progress
+    )
+    (folder / NOISE).write_text(json.dumps({"key": _noise_key(chosen, arm_list, seeds), **noise}))
     results = {
         "preset": chosen.to_dict(),
         "data": encoded.source,
@@ -161,6 +164,37 @@ def check_same_setting(folder: Path, preset: Preset) -> None:
             f"{folder} was trained with another setting ({details}); resume with the same "
             "preset and --set options, or use another out folder."
         )
+
+
+#: the noise runs of a folder, kept so that a resume does not repeat them (minutes each)
+NOISE = "noise.json"
+
+
+def _noise_key(preset: Preset, arms: Sequence[Any], seeds: Sequence[int]) -> dict[str, Any]:
+    return json.loads(
+        json.dumps(
+            {
+                "sweep_shots": preset.sweep_shots,
+                "aer_lengths": preset.aer_lengths,
+                "qaap": any(arm.name == "qaap" for arm in arms),
+                "seeds": list(seeds),
+            }
+        )
+    )
+
+
+def cached_noise(
+    folder: Path, preset: Preset, arms: Sequence[Any], seeds: Sequence[int]
+) -> dict[str, Any] | None:
+    """The noise runs a finished run of this folder wrote for the same shots, lengths and
+    seeds (its QAAP weights cannot have changed: ``check_same_setting``), else None."""
+    path = folder / NOISE
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    if stored.pop("key", None) != _noise_key(preset, arms, seeds):
+        return None
+    return stored
 
 
 def run_noise(

@@ -22,6 +22,14 @@ PAPER_CLAIMS = {
 }
 
 
+#: the paper's step at length 512, QAAP over classical: 0.98 s / 1.24 s
+PAPER_STEP_512_RATIO = 0.98 / 1.24
+#: step-time ratios closer than this are read as equal: two sweeps of the same code on this
+#: 2-core machine gave 1.24× and 0.97× at length 512 when the arms were timed one after the
+#: other (they now alternate), so a few percent is below what a short sweep resolves
+SAME_STEP_TOLERANCE = 0.05
+
+
 def _row(arm: str, table: list[dict[str, Any]]) -> dict[str, Any] | None:
     return next((r for r in table if r["arm"] == arm), None)
 
@@ -90,7 +98,21 @@ def claims_table(results: dict[str, Any]) -> list[dict[str, str]]:
             f"{classical_len[512]:.3f} s classical vs {qaap_len[512]:.3f} s QAAP "
             f"({qaap_len[512] / classical_len[512]:.2f}×)"
         )
-        verdict = "reproduced" if qaap_len[512] < classical_len[512] else "not reproduced"
+        ratio = qaap_len[512] / classical_len[512]
+        if ratio <= PAPER_STEP_512_RATIO + SAME_STEP_TOLERANCE:
+            verdict = "reproduced"
+        elif ratio < 1 - SAME_STEP_TOLERANCE:
+            verdict = (
+                f"partly: QAAP's step is {100 * (1 - ratio):.0f} % shorter, the paper's "
+                f"{100 * (1 - PAPER_STEP_512_RATIO):.0f} %"
+            )
+        elif ratio <= 1 + SAME_STEP_TOLERANCE:
+            verdict = (
+                f"not reproduced: the two steps are within {100 * SAME_STEP_TOLERANCE:.0f} % "
+                "of each other, which this machine's timing does not resolve"
+            )
+        else:
+            verdict = "not reproduced: QAAP's step is longer"
         rows.append(_claim("step_512", figure, _sweep_where(sweep, preset), verdict))
     else:
         rows.append(_missing("step_512", "the sweep did not include length 512"))

@@ -81,7 +81,9 @@ PRESETS: dict[str, Preset] = {
             ff=1024,
             batch_size=32,
             epochs=2,
-            lr=5e-4,
+            # at 5e-4, 6 of 18 seeds (classical control included) ended at the majority
+            # class; 2.5e-4 trained the ones retried (docs/reproduce.md, "Seeds that never learn")
+            lr=2.5e-4,
             train_rows=16_000,
             sweep_lengths=(128, 512, 1024),
             aer_lengths=(4, 8, 16, 32),
