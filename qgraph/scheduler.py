@@ -48,7 +48,6 @@ import concurrent.futures as cf
 import contextlib
 import heapq
 import json
-import math
 import os
 import queue
 import threading
@@ -65,6 +64,7 @@ import torch.utils._pytree as pytree
 
 import qgraph.ops  # noqa: F401  (registers torch.ops.qgraph.*)
 from qgraph.backends import Backend, ExecutionRecord, get_backend
+from qgraph.kernels.qaap import qaap_register_sizes
 
 if TYPE_CHECKING:
     from qgraph.api import CompiledModule
@@ -129,9 +129,7 @@ def _tap(backend: Backend) -> _RecordTap:
 
 def _qaap_qubits(q: torch.Tensor, k: torch.Tensor) -> int:
     """Qubits of one QAAP circuit: index register ⌈log2 Sk⌉ + feature register ⌈log2 D⌉."""
-    return max(math.ceil(math.log2(max(k.shape[-2], 1))), 0) + max(
-        math.ceil(math.log2(max(q.shape[-1], 1))), 0
-    )
+    return sum(qaap_register_sizes(k.shape[-2], q.shape[-1]))
 
 
 # ---------------------------------------------------------------------------------------------

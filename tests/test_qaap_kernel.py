@@ -103,3 +103,26 @@ def test_half_precision_inputs_compute_in_float32(dtype: torch.dtype) -> None:
     # Inputs rounded to 8 (bf16) or 11 (fp16) mantissa bits, output rounded once more.
     tolerance = 3e-2 if dtype == torch.bfloat16 else 4e-3
     torch.testing.assert_close(low.float(), reference, rtol=tolerance, atol=tolerance)
+
+
+def test_register_widths_follow_one_rule_everywhere() -> None:
+    from qgraph.circuits.qaap import qaap_registers
+    from qgraph.costmodel.resources import qaap_shape
+    from qgraph.kernels.qaap import qaap_register_sizes
+    from qgraph.scheduler import _qaap_qubits
+
+    # (keys, head_dim) -> (index, feature) qubits
+    expected = {
+        (1, 1): (1, 1),
+        (2, 4): (1, 2),
+        (3, 5): (2, 3),
+        (5, 64): (3, 6),
+        (1024, 65): (10, 7),
+    }
+    for (keys, dim), widths in expected.items():
+        assert qaap_register_sizes(keys, dim) == widths
+        registers = qaap_registers(keys, dim)
+        assert (registers.index_qubits, registers.feature_qubits) == widths
+        assert qaap_shape(keys, dim) == widths
+        # the scheduler's timeline counted 0 index qubits for a single key
+        assert _qaap_qubits(torch.zeros(1, 1, 1, dim), torch.zeros(1, 1, keys, dim)) == sum(widths)

@@ -18,7 +18,6 @@ docs/kernels.md has the derivation and the honest cost (O(n·d) gates per query 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -28,6 +27,8 @@ import torch
 from qiskit import QuantumCircuit, QuantumRegister, transpile
 from qiskit.circuit.library import StatePreparation
 from qiskit.quantum_info import Statevector
+
+from qgraph.kernels.qaap import qaap_register_sizes
 
 #: Post-selection probabilities at or below this are statevector round-off, not signal: the
 #: query is orthogonal to every (unmasked) key and the circuit never post-selects.
@@ -48,20 +49,14 @@ class QAAPRegisters:
         return self.index_qubits + self.feature_qubits
 
 
-def _register_bits(size: int) -> int:
-    """⌈log2 size⌉, at least 1."""
-    return max(1, math.ceil(math.log2(size)))
-
-
 def qaap_registers(n_keys: int, head_dim: int) -> QAAPRegisters:
     """Register sizes for n_keys keys of width head_dim: a = ⌈log2 n⌉, b = ⌈log2 d⌉, both ≥ 1."""
     if isinstance(n_keys, bool) or not isinstance(n_keys, int) or n_keys < 1:
         raise ValueError(f"QAAP circuit: n_keys must be a positive int, got {n_keys!r}")
     if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim < 1:
         raise ValueError(f"QAAP circuit: head_dim must be a positive int, got {head_dim!r}")
-    return QAAPRegisters(
-        index_qubits=_register_bits(n_keys), feature_qubits=_register_bits(head_dim)
-    )
+    index_qubits, feature_qubits = qaap_register_sizes(n_keys, head_dim)
+    return QAAPRegisters(index_qubits=index_qubits, feature_qubits=feature_qubits)
 
 
 def _as_numpy(x: Any, dtype: Any) -> np.ndarray:

@@ -33,6 +33,7 @@ from qiskit import QuantumCircuit, transpile
 from qiskit.circuit import ParameterVector
 
 from qgraph.circuits.rotation_tree import amplitude_tree_angles, append_amplitude_tree
+from qgraph.kernels.qaap import qaap_register_sizes
 from qgraph.kernels.qrce import QRCEStructure
 
 __all__ = [
@@ -103,8 +104,7 @@ def qaap_parameters(
             f"{tuple(k_rows.shape)} and {tuple(q_rows.shape)}."
         )
     n_rows, n_keys, head_dim = k_rows.shape
-    a = max(1, (n_keys - 1).bit_length())
-    b = max(1, (head_dim - 1).bit_length())
+    a, b = qaap_register_sizes(n_keys, head_dim)
     keys = k_rows.detach().to("cpu", torch.float64)
     query = q_rows.detach().to("cpu", torch.float64)
     if keep is not None:

@@ -29,6 +29,7 @@ import torch
 
 from qgraph.costmodel.profiles import DeviceProfile, Quantity, user_profile_dir, write_profile
 from qgraph.costmodel.simulators import FEATURES, MODEL_FEATURES, Work, qaap_work, qrce_work
+from qgraph.kernels.qaap import qaap_register_sizes
 
 __all__ = ["calibrate", "fit_rates", "machine_description", "measure_call"]
 
@@ -175,7 +176,7 @@ def time_qaap(
     shots = int(getattr(backend, "shots", 0) or 0)
     gates = 0
     if name == "aer":
-        a, b = max(1, (seq - 1).bit_length()), max(1, (dim - 1).bit_length())
+        a, b = qaap_register_sizes(seq, dim)
         gates = aer_gates("qaap", (a, b))
     work = qaap_work(
         name,

@@ -53,6 +53,7 @@ from typing import Any, Literal
 import numpy as np
 
 from qgraph.costmodel.profiles import DeviceProfile
+from qgraph.kernels.qaap import qaap_register_sizes
 
 __all__ = [
     "QAAP_TRANSPILE_LIMIT",
@@ -128,10 +129,7 @@ class CircuitCost:
 
 def qaap_shape(kv_len: int, head_dim: int) -> tuple[int, int]:
     """QAAP registers (a, b) = (max(1, ⌈log2 kv_len⌉), max(1, ⌈log2 head_dim⌉))."""
-    from qgraph.circuits.qaap import qaap_registers
-
-    regs = qaap_registers(int(kv_len), int(head_dim))
-    return regs.index_qubits, regs.feature_qubits
+    return qaap_register_sizes(kv_len, head_dim)
 
 
 def _template(kernel: str, shape: tuple[int, int]) -> Any:

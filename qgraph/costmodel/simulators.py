@@ -45,6 +45,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from qgraph.kernels.qaap import qaap_register_sizes
+
 __all__ = ["FEATURES", "LATENCY_FEATURES", "PRE_POST_FEATURES", "Work", "qaap_work", "qrce_work"]
 
 #: Tensors above this size are freshly mmap-ed (and page-faulted) on every call: glibc
@@ -152,8 +154,7 @@ def qaap_work(
     """
     _check_backend(backend)
     value_dim = head_dim if value_dim is None else value_dim
-    a = max(1, (int(kv_len) - 1).bit_length())
-    b = max(1, (int(head_dim) - 1).bit_length())
+    a, b = qaap_register_sizes(kv_len, head_dim)
     n_params = (1 << (a + b)) - 1 + (1 << b) - 1
     scores = rows * kv_len
     if backend in ("exact", "shots"):

@@ -21,6 +21,21 @@ import torch
 ADDITIVE_MASK_THRESHOLD = -1.0e4
 
 
+def register_bits(size: int) -> int:
+    """Qubits of a register that holds ``size`` amplitudes: max(1, ⌈log₂ size⌉).
+
+    A single key or a head of width 1 still needs one qubit; padding to a power of two is
+    what the ⌈·⌉ counts.
+    """
+    return max(1, (int(size) - 1).bit_length())
+
+
+def qaap_register_sizes(n_keys: int, head_dim: int) -> tuple[int, int]:
+    """QAAP's (index, feature) register widths (a, b) for ``n_keys`` keys of ``head_dim``:
+    the one place this rule lives (circuits, sampler, cost model, scheduler read it)."""
+    return register_bits(n_keys), register_bits(head_dim)
+
+
 @dataclass
 class QAAPCounts:
     """Rows that did not follow the (q̂·k)² rule, counted per call.

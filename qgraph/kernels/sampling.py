@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from qgraph.kernels.qaap import QAAPCounts
+from qgraph.kernels.qaap import QAAPCounts, qaap_register_sizes
 from qgraph.kernels.qrce import readout_signs
 
 __all__ = [
@@ -174,11 +174,6 @@ class QAAPSample:
         return QAAPCounts(fallback_rows=self.fallback_rows, empty_rows=self.empty_rows)
 
 
-def _register_bits(size: int) -> int:
-    """Qubits of a padded register of ``size`` values: max(1, ⌈log₂ size⌉)."""
-    return max(1, (size - 1).bit_length())
-
-
 def qaap_kept_probabilities(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -212,7 +207,7 @@ def qaap_kept_probabilities(
     safe_frobenius = torch.where(buildable, frobenius, torch.ones_like(frobenius))
     accept = torch.where(buildable, scores / safe_frobenius, torch.zeros_like(scores))
     if error > 0.0:
-        feature_bits, index_bits = _register_bits(dim), _register_bits(n_keys)
+        index_bits, feature_bits = qaap_register_sizes(n_keys, dim)
         stays_zero = (1.0 - error) ** feature_bits
         becomes_zero = (1.0 - stays_zero) / (2**feature_bits - 1)
         rejected = torch.where(

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 import qgraph
+from qgraph.kernels.qaap import qaap_register_sizes
 from qgraph.reproduce.arms import ARMS
 from qgraph.reproduce.presets import Preset
 from qgraph.reproduce.train import (
@@ -132,7 +132,7 @@ def noisy_aer_lengths(
         rows.append(
             {
                 "length": length,
-                "qubits": math.ceil(math.log2(length)) + math.ceil(math.log2(head_dim)),
+                "qubits": sum(qaap_register_sizes(length, head_dim)),
                 **errors,
             }
         )
