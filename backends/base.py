@@ -26,6 +26,32 @@ GRADIENT_METHODS: dict[str, tuple[str, ...]] = {
 }
 
 
+def default_gradient_method(kernel: str, exact: bool) -> str:
+    """Autograd where amplitudes are exact; otherwise straight-through for QAAP (DESIGN.md's
+    first option: it costs no circuits) and parameter shift for QRCE (exact for its gates)."""
+    if exact:
+        return "autograd"
+    return "straight-through" if kernel == "qaap" else "parameter-shift"
+
+
+def gradient_method_error(method: str, kernel: str) -> str | None:
+    """Why ``method`` cannot differentiate ``kernel``, or None when it can (the one check
+    that ``compile(gradient=...)`` and the cost model share)."""
+    if method not in GRADIENT_METHODS:
+        return (
+            f"unknown gradient method {method!r}; use 'auto' or one of "
+            f"{list(GRADIENT_METHODS)} (or a dict per kernel, e.g. {{'qaap': 'spsa'}})."
+        )
+    if kernel not in GRADIENT_METHODS[method]:
+        valid = [m for m, kernels in GRADIENT_METHODS.items() if kernel in kernels]
+        applies = ", ".join(k.upper() for k in GRADIENT_METHODS[method])
+        return (
+            f"gradient {method!r} does not apply to {kernel} (it applies to {applies}); "
+            f"{kernel} takes one of {valid}."
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend can do. ``compile`` checks gradient requests against

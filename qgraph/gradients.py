@@ -5,17 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from qgraph.backends import GRADIENT_METHODS, Capabilities
+from qgraph.backends.base import default_gradient_method, gradient_method_error
 from qgraph.errors import InputError
 
 KERNELS = ("qaap", "qrce")
 
 
 def default_gradient(kernel: str, capabilities: Capabilities) -> str:
-    """Autograd where the backend is exact; otherwise straight-through for QAAP (DESIGN.md's
-    first option: it costs no circuits) and parameter shift for QRCE (exact for its gates)."""
-    if capabilities.differentiable:
-        return "autograd"
-    return "straight-through" if kernel == "qaap" else "parameter-shift"
+    """The kernel's method on this backend (``default_gradient_method``)."""
+    return default_gradient_method(kernel, capabilities.differentiable)
 
 
 def resolve_gradients(
@@ -37,16 +35,11 @@ def resolve_gradients(
     elif gradient in GRADIENT_METHODS:
         requested = {kernel: gradient for kernel in GRADIENT_METHODS[gradient]}
     else:
-        raise InputError(
-            f"unknown gradient method {gradient!r}; use 'auto' or one of "
-            f"{list(GRADIENT_METHODS)} (or a dict per kernel, e.g. {{'qaap': 'spsa'}})."
-        )
+        raise InputError(str(gradient_method_error(str(gradient), KERNELS[0])))
     for kernel, method in requested.items():
-        if method not in GRADIENT_METHODS or kernel not in GRADIENT_METHODS[method]:
-            valid = [m for m, kernels in GRADIENT_METHODS.items() if kernel in kernels]
-            raise InputError(
-                f"gradient {method!r} does not apply to {kernel}; {kernel} takes one of {valid}."
-            )
+        problem = gradient_method_error(method, kernel)
+        if problem is not None:
+            raise InputError(problem)
         # Straight-through is the closed-form backward: every backend can give it.
         if method != "straight-through" and method not in capabilities.gradient_methods:
             raise InputError(

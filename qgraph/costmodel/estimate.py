@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from qgraph.backends.base import GRADIENT_METHODS, default_gradient_method, gradient_method_error
 from qgraph.costmodel.profiles import DeviceProfile, Quantity, format_quantity, load
 from qgraph.costmodel.resources import (
     CircuitCost,
@@ -58,7 +59,8 @@ __all__ = [
     "estimate",
 ]
 
-GRADIENTS = ("auto", "autograd", "parameter-shift", "straight-through", "spsa", "none")
+#: what estimate(gradient=...) takes: "auto", every method, "none" (inference: no backward)
+GRADIENTS = ("auto", *GRADIENT_METHODS, "none")
 
 #: QRCE circuit size when the caller does not say (qgraph.compile's defaults)
 DEFAULT_QRCE_QUBITS = 8
@@ -234,22 +236,17 @@ def _resolve_gradient(gradient: str, kernel: str, device: DeviceProfile) -> str:
     if gradient not in GRADIENTS:
         raise ValueError(f"unknown gradient {gradient!r}; use one of {list(GRADIENTS)}.")
     exact = device.kind == "simulator" and device.backend == "exact"
-    if gradient == "auto":
-        if exact:
-            return "autograd"
-        return "straight-through" if kernel == "qaap" else "parameter-shift"
+    if gradient in ("auto", "none"):
+        return default_gradient_method(kernel, exact) if gradient == "auto" else gradient
+    problem = gradient_method_error(gradient, kernel)
+    if problem is not None:
+        raise ValueError(problem)
     if gradient == "autograd" and not exact:
         raise ValueError(
             f"gradient 'autograd' needs exact amplitudes; device {device.name!r} only "
             "samples. Use 'auto', 'parameter-shift' (QRCE), 'straight-through' or 'spsa' "
             "(QAAP)."
         )
-    if gradient in ("parameter-shift",) and kernel != "qrce":
-        raise ValueError(
-            "gradient 'parameter-shift' applies to QRCE; QAAP takes 'straight-through' or 'spsa'."
-        )
-    if gradient in ("straight-through", "spsa") and kernel != "qaap":
-        raise ValueError(f"gradient {gradient!r} applies to QAAP; QRCE takes 'parameter-shift'.")
     return gradient
 
 
