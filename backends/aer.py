@@ -24,9 +24,7 @@ unmasked keys or output zero, as the closed form does, and are counted per site.
 
 from __future__ import annotations
 
-import functools
 import time
-import warnings
 from typing import Any
 
 import numpy as np
@@ -36,6 +34,12 @@ from qiskit_aer.noise import NoiseModel
 from qiskit_aer.primitives import EstimatorV2, SamplerV2
 
 from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
+from qgraph.backends.qiskit_shared import (
+    fake_backend,
+    fake_backend_names,
+    job_chunks,
+    z_features,
+)
 from qgraph.circuits.qaap import SUCCESS_ATOL
 from qgraph.circuits.qrce import qrce_observables
 from qgraph.circuits.templates import (
@@ -48,47 +52,10 @@ from qgraph.circuits.templates import (
 from qgraph.kernels.qaap import compute_dtype, expand_kv_heads, keep_mask
 from qgraph.kernels.qrce import QRCEStructure, unique_tokens
 
-__all__ = ["METHODS", "AerBackend", "fake_backend", "fake_backend_names"]
+__all__ = ["METHODS", "AerBackend", "fake_backend", "fake_backend_names"]  # lookup re-exported
 
 #: simulation methods the backend accepts (Aer's names)
 METHODS: tuple[str, ...] = ("statevector", "density_matrix", "matrix_product_state")
-
-
-@functools.lru_cache(maxsize=1)
-def _runtime_fake_backends() -> tuple[tuple[Any, ...], tuple[warnings.WarningMessage, ...]]:
-    """qiskit-ibm-runtime's fake V2 backends, and the warnings their constructors raised."""
-    try:
-        from qiskit_ibm_runtime.fake_provider import FakeProviderForBackendV2
-    except ImportError as exc:
-        raise ImportError(
-            "noise models from IBM fake backends need qiskit-ibm-runtime: "
-            "pip install 'qgraph[ibm]'."
-        ) from exc
-    # The provider builds every fake backend; some warn about themselves (e.g. that their
-    # error values are not typical). Keep those for when that backend is actually chosen.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        backends = tuple(FakeProviderForBackendV2().backends())
-    return backends, tuple(caught)
-
-
-def fake_backend_names() -> list[str]:
-    """Names accepted by ``noise=`` (qiskit-ibm-runtime's fake backends), sorted."""
-    return sorted(backend.name for backend in _runtime_fake_backends()[0])
-
-
-def fake_backend(name: str) -> Any:
-    """qiskit-ibm-runtime's fake backend called ``name`` (e.g. "fake_manila")."""
-    backends, caught = _runtime_fake_backends()
-    for backend in backends:
-        if backend.name == name:
-            short = name.removeprefix("fake_")
-            for record in caught:
-                if short in str(record.message):
-                    warnings.warn(str(record.message), record.category, stacklevel=3)
-            return backend
-    names = ", ".join(fake_backend_names())
-    raise ValueError(f"unknown noise model {name!r}; available fake backends: {names}.")
 
 
 def _bits_to_ints(bits: np.ndarray) -> np.ndarray:
@@ -144,7 +111,10 @@ class AerBackend:
         self.last_qaap_shots: torch.Tensor | None = None
 
         if noise is not None:
-            device = fake_backend(noise)
+            try:
+                device = fake_backend(noise)
+            except ValueError as exc:
+                raise ValueError(f"AerBackend(noise={noise!r}): {exc}") from None
             self._simulator = AerSimulator(
                 method=method, noise_model=NoiseModel.from_backend(device)
             )
@@ -165,8 +135,10 @@ class AerBackend:
     # ------------------------------------------------------------------ plumbing
 
     def _chunks(self, n_rows: int) -> list[slice]:
-        step = self.max_circuits_per_job
-        return [slice(start, min(start + step, n_rows)) for start in range(0, n_rows, step)]
+        return [
+            slice(start, stop)
+            for ((_, start, stop),) in job_chunks([n_rows], self.max_circuits_per_job)
+        ]
 
     def _record(self, kernel: str, site: str, circuits: int, wall_s: float, received: int) -> None:
         self.stats.records.append(
@@ -344,12 +316,8 @@ class AerBackend:
             else:
                 outcomes = self._sample(isa, params, rows)  # (N, shots)
                 bits = ((outcomes[:, :, None] >> np.arange(q)) & 1).astype(np.int8)
-                ring = bits ^ np.roll(bits, -1, axis=2)
-                shots = outcomes.shape[1]
-                z = 1.0 - 2.0 * bits.sum(axis=1, dtype=np.int64) / shots
-                zz = 1.0 - 2.0 * ring.sum(axis=1, dtype=np.int64) / shots
-                out[chunk] = np.concatenate([z, zz], axis=1)
-                received = outcomes.shape[0] * shots * ((q + 7) // 8)
+                out[chunk] = z_features(bits, q)
+                received = outcomes.shape[0] * outcomes.shape[1] * ((q + 7) // 8)
             self._record(kernel, site, rows.shape[0], time.perf_counter() - start, received)
         return torch.from_numpy(out)
 

@@ -51,7 +51,6 @@ pickling drops the service.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import logging
 import os
@@ -61,7 +60,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -70,11 +69,15 @@ import torch
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
 from qiskit.transpiler import generate_preset_pass_manager
-from qiskit_ibm_runtime import fake_provider
 from qiskit_ibm_runtime.executor_sampler import Sampler
-from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
 
 from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
+from qgraph.backends.qiskit_shared import (
+    fake_backend,
+    fake_backend_names,
+    job_chunks,
+    z_features,
+)
 from qgraph.circuits.qaap import qaap_registers
 from qgraph.circuits.qrce import qrce_template
 from qgraph.circuits.templates import qaap_parameters, qaap_template, qrce_layer_template
@@ -114,41 +117,6 @@ class IBMRuntimeError(QGraphError, RuntimeError):
 
 
 # --------------------------------------------------------------------------- fake backends
-
-
-@lru_cache(maxsize=1)
-def _fake_classes() -> dict[str, type]:
-    """``backend_name`` → class of every BackendV2 fake in ``qiskit_ibm_runtime.fake_provider``.
-
-    Read from the class attribute ``backend_name`` (``fake_provider/fake_backend.py``), so no
-    fake is instantiated (building all 68 takes seconds).
-    """
-    found: dict[str, type] = {}
-    for value in vars(fake_provider).values():
-        is_fake = isinstance(value, type) and issubclass(value, FakeBackendV2)
-        if is_fake and isinstance(getattr(value, "backend_name", None), str):
-            found[value.backend_name] = value
-    return found
-
-
-def fake_backend_names() -> list[str]:
-    """The names accepted as ``device`` for local testing mode ("fake_fez", "fake_manila", …)."""
-    return sorted(_fake_classes())
-
-
-def _fake_backend(name: str) -> Any:
-    """A new fake backend by name; an unknown name lists close and a few available names."""
-    classes = _fake_classes()
-    if name not in classes:
-        close = difflib.get_close_matches(name, list(classes), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        sample = ", ".join(["fake_santiago", "fake_manila", "fake_fez", "fake_torino"])
-        raise ValueError(
-            f"unknown fake backend {name!r}.{hint} Local testing mode takes one of the "
-            f"{len(classes)} fakes of qiskit_ibm_runtime.fake_provider, e.g. {sample} "
-            "(qgraph.backends.ibm.fake_backend_names() lists them all)."
-        )
-    return classes[name]()
 
 
 # --------------------------------------------------------------------------- secrets
@@ -249,13 +217,6 @@ def _bits(bit_array: Any) -> np.ndarray:
     return np.ascontiguousarray(unpacked[..., : bit_array.num_bits])
 
 
-def _z_features(bits: np.ndarray, n_qubits: int) -> np.ndarray:
-    """(rows, shots, q) bits → (rows, 2q) shot means of Z_i, then Z_i Z_{(i+1) mod q}."""
-    z = 1.0 - 2.0 * bits[..., :n_qubits].astype(np.float64)
-    zz = z * np.roll(z, -1, axis=-1)
-    return np.concatenate([z.mean(axis=-2), zz.mean(axis=-2)], axis=-1)
-
-
 def _queue_seconds(job: Any) -> float | None:
     """Queue time from the job's metrics (``timestamps.created`` → ``running``), if any."""
     try:
@@ -351,7 +312,7 @@ class IBMBackend:
         self.stats = BackendStats()
         # connection state (dropped when pickled); fakes are built now: no network involved
         self._service: Any = None
-        self._runtime_backend: Any = _fake_backend(device) if self.local else None
+        self._runtime_backend: Any = fake_backend(device) if self.local else None
         self._mode_object: Any = None
         self._pass_manager: Any = None
         self._isa_cache: dict[tuple[Any, ...], tuple[QuantumCircuit, Any, Any]] = {}
@@ -373,7 +334,7 @@ class IBMBackend:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if self.local:
-            self._runtime_backend = _fake_backend(self.device)
+            self._runtime_backend = fake_backend(self.device)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -400,8 +361,8 @@ class IBMBackend:
         if self._runtime_backend is not None:
             return int(self._runtime_backend.num_qubits)
         snapshot = _FAKE_PREFIX + self.device.removeprefix("ibm_")
-        if snapshot in _fake_classes():
-            return int(_fake_backend(snapshot).num_qubits)
+        if snapshot in fake_backend_names():
+            return int(fake_backend(snapshot).num_qubits)
         return None
 
     # ------------------------------------------------------------------ connection
@@ -529,21 +490,7 @@ class IBMBackend:
         ExecutionRecord per job.
         """
         rows = [1 if values is None else int(values.shape[0]) for _, values in pubs]
-        limit = self._max_circuits_per_job
-        # chunks: lists of (pub index, row start, row stop)
-        chunks: list[list[tuple[int, int, int]]] = [[]]
-        room = limit
-        for index, count in enumerate(rows):
-            start = 0
-            while start < count:
-                if room == 0:
-                    chunks.append([])
-                    room = limit
-                stop = min(count, start + room)
-                chunks[-1].append((index, start, stop))
-                room -= stop - start
-                start = stop
-        chunks = [chunk for chunk in chunks if chunk]
+        chunks = job_chunks(rows, self._max_circuits_per_job)
 
         mode = self._mode()
         submitted = []
@@ -620,7 +567,7 @@ class IBMBackend:
         columns.update({p: theta_values[:, i] for i, p in enumerate(theta)})
         values = np.stack([columns[p] for p in isa.parameters], axis=-1)
         (bits,) = self._sample(kernel, site, [(isa, values)])
-        return _z_features(bits, q)
+        return z_features(bits, q)
 
     # ------------------------------------------------------------------ QRCE
 

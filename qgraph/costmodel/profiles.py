@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import math
 import os
 import statistics
@@ -30,6 +29,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from qgraph.backends.qiskit_shared import cached_fake_backend
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -173,7 +174,7 @@ class DeviceProfile:
         """The qiskit-ibm-runtime fake backend named by ``from_fake`` (ImportError if absent)."""
         if self.from_fake is None:
             raise ValueError(f"device profile {self.name!r} names no fake backend.")
-        return _fake_backend(self.from_fake)
+        return cached_fake_backend(self.from_fake)
 
     def with_numbers(self, **numbers: Quantity) -> DeviceProfile:
         """A copy with some numbers replaced or added (for what-if studies and tests)."""
@@ -182,21 +183,6 @@ class DeviceProfile:
 
 
 # --------------------------------------------------------------------------- fake backends
-
-
-def _fake_class_name(fake_name: str) -> str:
-    short = fake_name.removeprefix("fake_")
-    return "Fake" + "".join(part.capitalize() for part in short.split("_"))
-
-
-@functools.lru_cache(maxsize=16)
-def _fake_backend(fake_name: str) -> Any:
-    module = importlib.import_module("qiskit_ibm_runtime.fake_provider")
-    class_name = _fake_class_name(fake_name)
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise ValueError(f"qiskit-ibm-runtime has no fake backend {fake_name!r} ({class_name}).")
-    return cls()
 
 
 def _median(values: list[float]) -> float:
@@ -221,7 +207,7 @@ def _two_qubit_op(target: Any) -> str:
 
 def _fake_numbers(fake_name: str) -> tuple[dict[str, Quantity], tuple[str, ...]]:
     """Medians from the fake backend's Target, each with its source; and its basis gates."""
-    backend = _fake_backend(fake_name)
+    backend = cached_fake_backend(fake_name)
     target = backend.target
     try:
         stamp = backend.properties().last_update_date
