@@ -27,6 +27,7 @@ import statistics
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -191,8 +192,6 @@ def _median(values: list[float]) -> float:
 
 def _runtime_version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("qiskit-ibm-runtime")
     except Exception:  # pragma: no cover - metadata missing
         return "?"
