@@ -34,13 +34,13 @@ from qiskit_aer.noise import NoiseModel
 from qiskit_aer.primitives import EstimatorV2, SamplerV2
 
 from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
+from qgraph.backends.frontend import QAAPRows, QuantumFrontEnd
 from qgraph.backends.qiskit_shared import (
     fake_backend,
     fake_backend_names,
     job_chunks,
     z_features,
 )
-from qgraph.circuits.qaap import SUCCESS_ATOL
 from qgraph.circuits.qrce import qrce_observables
 from qgraph.circuits.templates import (
     qaap_parameters,
@@ -49,8 +49,8 @@ from qgraph.circuits.templates import (
     qrce_layer_template,
     transpiled,
 )
-from qgraph.kernels.qaap import compute_dtype, expand_kv_heads, keep_mask
-from qgraph.kernels.qrce import QRCEStructure, unique_tokens
+from qgraph.kernels.qaap import qaap_register_sizes
+from qgraph.kernels.qrce import QRCEStructure
 
 __all__ = ["METHODS", "AerBackend", "fake_backend", "fake_backend_names"]  # lookup re-exported
 
@@ -67,7 +67,7 @@ def _bits_to_ints(bits: np.ndarray) -> np.ndarray:
     return out
 
 
-class AerBackend:
+class AerBackend(QuantumFrontEnd):
     """Gate-level QAAP and QRCE on qiskit-aer, one job per op call (chunked)."""
 
     name = "aer"
@@ -106,9 +106,6 @@ class AerBackend:
         self.max_circuits_per_job = int(max_circuits_per_job)
         self._rng = np.random.default_rng(self.seed)
         self.stats = BackendStats()
-        #: post-selected shots (feature = 0, unmasked key) per (B, H, Sq) row of the last
-        #: QAAP call on a sampling backend (0 for rows not run); None in exact mode
-        self.last_qaap_shots: torch.Tensor | None = None
 
         if noise is not None:
             try:
@@ -206,80 +203,41 @@ class AerBackend:
             self._record("qaap", site, rows.shape[0], time.perf_counter() - start, received)
         return out
 
-    def qaap(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        attn_mask: torch.Tensor | None,
-        is_causal: bool,
-        dropout_keep: torch.Tensor | None,
-        dropout_p: float,
-        site: str,
-    ) -> torch.Tensor:
-        """QAAP pooling from gate-level circuits; returns (B, H, Sq, Dv) in q's dtype."""
-        out_dtype = q.dtype
-        work = compute_dtype(q.dtype)
-        n_batch, n_heads, n_queries, head_dim = q.shape
-        n_keys = k.shape[-2]
-        a = max(1, (n_keys - 1).bit_length())
-        b = max(1, (head_dim - 1).bit_length())
+    def qaap_rows(
+        self, keys: torch.Tensor, queries: torch.Tensor, keep: torch.Tensor, site: str
+    ) -> QAAPRows:
+        """P(index = j, feature = 0) of every query row's circuit (exact mode), or its
+        post-selected counts; rows with nothing to encode run no circuit."""
+        *lead, n_queries, head_dim = queries.shape
+        n_keys = keys.shape[-2]
+        keys = keys.reshape(-1, n_keys, head_dim)
+        n_groups = keys.shape[0]
+        keep = keep.expand(*lead, n_queries, n_keys)
+        a, b = qaap_register_sizes(n_keys, head_dim)
         self._check_qubits(a + b, f"QAAP with {n_keys} keys of width {head_dim}")
-        kf = expand_kv_heads(k, n_heads)
-        vf = expand_kv_heads(v.to(work), n_heads)
-        keep = keep_mask(attn_mask, is_causal, n_queries, n_keys, q.device)
-        shape = (n_batch, n_heads, n_queries, n_keys)
-        keep_full = (
-            torch.ones(shape, dtype=torch.bool, device=q.device)
-            if keep is None
-            else torch.broadcast_to(keep, shape)
-        )
-        n_rows = n_batch * n_heads * n_queries
-        keep_rows = keep_full.reshape(n_rows, n_keys).cpu()
-        q_rows = q.detach().reshape(n_rows, head_dim).to("cpu", torch.float64)
+        n_rows = n_groups * n_queries
+        keep_rows = keep.reshape(n_rows, n_keys).cpu()
+        q_rows = queries.reshape(n_rows, head_dim).to("cpu", torch.float64)
         k_rows = (
-            kf.detach()[:, :, None]
-            .expand(n_batch, n_heads, n_queries, n_keys, head_dim)
+            keys.to("cpu", torch.float64)[:, None]
+            .expand(n_groups, n_queries, n_keys, head_dim)
             .reshape(n_rows, n_keys, head_dim)
-            .to("cpu", torch.float64)
         ) * keep_rows[:, :, None]
-        n_visible = keep_rows.sum(dim=1)
-        empty = n_visible == 0
-        runnable = ~empty & (q_rows.norm(dim=1) > 0) & (k_rows.flatten(1).norm(dim=1) > 0)
+        runnable = (q_rows.norm(dim=1) > 0) & (k_rows.flatten(1).norm(dim=1) > 0)
 
-        weights = torch.zeros(n_rows, n_keys, dtype=torch.float64)
-        solved = torch.zeros(n_rows, dtype=torch.bool)
+        scores = torch.zeros(n_rows, n_keys, dtype=torch.float64)
         rows = runnable.nonzero().flatten()
         if rows.numel() > 0:
             values = qaap_parameters(k_rows[rows], q_rows[rows])
             keep_padded = np.zeros((rows.numel(), 1 << a))
             keep_padded[:, :n_keys] = keep_rows[rows].numpy()
             joint = torch.from_numpy(self._qaap_joint(a, b, values, keep_padded, site))
-            success = joint.sum(dim=1)
-            threshold = SUCCESS_ATOL if self.shots is None else 0.0
-            ok = success > threshold
-            good = rows[ok]
-            weights[good] = joint[ok, :n_keys] / success[ok, None]
-            solved[good] = True
-        if self.shots is not None:
-            post_selected = torch.zeros(n_rows, dtype=torch.int64)
-            if rows.numel() > 0:
-                post_selected[rows] = success.round().to(torch.int64)
-            self.last_qaap_shots = post_selected.reshape(n_batch, n_heads, n_queries)
-        fallback = ~empty & ~solved
-        uniform = keep_rows.to(torch.float64) / n_visible.clamp_min(1)[:, None]
-        weights = torch.where(fallback[:, None], uniform, weights)
-
-        counters = self.stats.site(site)
-        counters.calls += 1
-        counters.instances += n_rows
-        counters.fallback_rows += int(fallback.sum())
-        counters.empty_rows += int(empty.sum())
-
-        weights_t = weights.reshape(shape).to(device=q.device, dtype=work)
-        if dropout_keep is not None and dropout_p > 0.0:
-            weights_t = weights_t * dropout_keep.to(work) / (1.0 - dropout_p)
-        return (weights_t @ vf).to(out_dtype)
+            scores[rows] = joint[:, :n_keys]
+        scores = scores.reshape(*lead, n_queries, n_keys)
+        if self.shots is None:
+            return QAAPRows(scores, 1.0)
+        kept = scores.sum(-1).round().to(torch.int64)
+        return QAAPRows(scores, float(self.shots), kept)
 
     # ------------------------------------------------------------------ QRCE
 
@@ -321,60 +279,24 @@ class AerBackend:
             self._record(kernel, site, rows.shape[0], time.perf_counter() - start, received)
         return torch.from_numpy(out)
 
-    def qrce(
+    def qrce_rows(
+        self, angles: torch.Tensor, weights: torch.Tensor, structure: QRCEStructure, site: str
+    ) -> torch.Tensor:
+        """Features of each distinct token's circuit, one job per chunk."""
+        n_tokens, (n_layers, q) = angles.shape[0], weights.shape
+        layer_angles = angles[:, None, :].expand(n_tokens, n_layers, q)
+        layer_weights = weights[None].expand(n_tokens, n_layers, q)
+        return self._qrce_evaluate(layer_angles, layer_weights, structure, site, "qrce")
+
+    def qrce_layer_rows(
         self,
-        token_ids: torch.Tensor,
-        angle_table: torch.Tensor,
-        weights: torch.Tensor,
+        layer_angles: torch.Tensor,
+        layer_weights: torch.Tensor,
         structure: QRCEStructure,
         site: str,
     ) -> torch.Tensor:
-        """QRCE features (*token_ids.shape, 2q), each unique token run once (one job)."""
-        unique_ids, inverse = unique_tokens(token_ids, angle_table, structure)
-        counters = self.stats.site(site)
-        counters.calls += 1
-        counters.instances += int(unique_ids.numel())
-        out_dtype = torch.promote_types(angle_table.dtype, weights.dtype)
-        q, n_layers = structure.n_qubits, structure.n_layers
-        if unique_ids.numel() == 0:
-            return torch.zeros(
-                (*token_ids.shape, 2 * q), dtype=out_dtype, device=angle_table.device
-            )
-        angles = angle_table.detach()[unique_ids]
-        n_tokens = angles.shape[0]
-        layer_angles = angles[:, None, :].expand(n_tokens, n_layers, q)
-        layer_weights = weights.detach()[None].expand(n_tokens, n_layers, q)
-        features = self._qrce_evaluate(layer_angles, layer_weights, structure, site, "qrce")
-        features = features.to(device=angle_table.device, dtype=out_dtype)
-        return features[inverse].reshape(*token_ids.shape, 2 * q)
-
-    def qrce_gradient(
-        self,
-        grad_out: torch.Tensor,
-        token_ids: torch.Tensor,
-        angle_table: torch.Tensor,
-        weights: torch.Tensor,
-        structure: QRCEStructure,
-        method: str,
-        site: str,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Parameter-shift VJP: all 4·L·q shifted circuits per unique token in one job."""
-        if method != "parameter-shift":
-            raise ValueError(
-                f"the aer backend computes QRCE gradients by 'parameter-shift' only; got "
-                f"{method!r} ('straight-through' and 'spsa' are QAAP methods)."
-            )
-        from qgraph.kernels.parameter_shift import token_parameter_shift
-
-        def evaluate(
-            layer_angles: torch.Tensor, layer_weights: torch.Tensor, structure: QRCEStructure
-        ) -> torch.Tensor:
-            features = self._qrce_evaluate(
-                layer_angles, layer_weights, structure, site, "qrce-gradient"
-            )
-            return features.to(device=layer_angles.device, dtype=layer_angles.dtype)
-
-        return token_parameter_shift(grad_out, token_ids, angle_table, weights, structure, evaluate)
+        """Features of the parameter-shifted circuits (kernel "qrce-gradient")."""
+        return self._qrce_evaluate(layer_angles, layer_weights, structure, site, "qrce-gradient")
 
     def __repr__(self) -> str:
         return (

@@ -4,7 +4,8 @@ A backend executes the two kernels for a batch of instances (every batch × head
 one QAAP op call, every unique token of one QRCE op call) and, for QRCE, the gradient by a
 named method. Lowering binds each quantum op of a rewritten graph to a backend by its
 registry key (``qgraph.backends.register``); the op implementations look it up at run time,
-so graphs stay plain torch.fx with string attributes.
+so graphs stay plain torch.fx with string attributes. Shipped backends implement only
+row-level methods and inherit this protocol from ``backends/frontend.py``.
 """
 
 from __future__ import annotations

@@ -72,6 +72,7 @@ from qiskit.transpiler import generate_preset_pass_manager
 from qiskit_ibm_runtime.executor_sampler import Sampler
 
 from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
+from qgraph.backends.frontend import QAAPRows, QuantumFrontEnd
 from qgraph.backends.qiskit_shared import (
     fake_backend,
     fake_backend_names,
@@ -82,9 +83,7 @@ from qgraph.circuits.qaap import qaap_registers
 from qgraph.circuits.qrce import qrce_template
 from qgraph.circuits.templates import qaap_parameters, qaap_template, qrce_layer_template
 from qgraph.errors import QGraphError
-from qgraph.kernels.parameter_shift import token_parameter_shift
-from qgraph.kernels.qaap import compute_dtype, expand_kv_heads, keep_mask
-from qgraph.kernels.qrce import QRCEStructure, unique_tokens
+from qgraph.kernels.qrce import QRCEStructure
 
 __all__ = [
     "MAX_EXECUTIONS_PER_JOB",
@@ -234,7 +233,7 @@ def _queue_seconds(job: Any) -> float | None:
 # --------------------------------------------------------------------------- the backend
 
 
-class IBMBackend:
+class IBMBackend(QuantumFrontEnd):
     """QAAP and QRCE on IBM Quantum hardware, or on a fake backend in local testing mode.
 
     Args:
@@ -569,119 +568,53 @@ class IBMBackend:
         (bits,) = self._sample(kernel, site, [(isa, values)])
         return z_features(bits, q)
 
-    # ------------------------------------------------------------------ QRCE
+    # ------------------------------------------------------------------ rows
 
-    def qrce(
-        self,
-        token_ids: torch.Tensor,
-        angle_table: torch.Tensor,
-        weights: torch.Tensor,
-        structure: QRCEStructure,
-        site: str,
+    def qrce_rows(
+        self, angles: torch.Tensor, weights: torch.Tensor, structure: QRCEStructure, site: str
     ) -> torch.Tensor:
-        """QRCE features (*token_ids.shape, 2q) from shots; each unique token runs once."""
-        unique_ids, inverse = unique_tokens(token_ids, angle_table, structure)
-        _check_weights(weights, structure)
-        counters = self.stats.site(site)
-        counters.calls += 1
-        counters.instances += int(unique_ids.numel())
-        out_dtype = torch.promote_types(angle_table.dtype, weights.dtype)
-        if unique_ids.numel() == 0:
-            return angle_table.new_zeros((*token_ids.shape, structure.n_features), dtype=out_dtype)
-        angles = _numpy(angle_table[unique_ids])
-        n_tokens, n_layers = angles.shape[0], structure.n_layers
-        layer_angles = np.broadcast_to(angles[:, None, :], (n_tokens, n_layers, angles.shape[1]))
+        """Z and ZZ means over the shots of each distinct token's circuit."""
+        angles_np = _numpy(angles)
+        n_tokens, n_layers = angles_np.shape[0], structure.n_layers
+        layer_angles = np.broadcast_to(
+            angles_np[:, None, :], (n_tokens, n_layers, angles_np.shape[1])
+        )
         layer_weights = np.broadcast_to(_numpy(weights), (n_tokens, *weights.shape))
         features = self._run_qrce("qrce", site, layer_angles, layer_weights, structure, False)
-        result = torch.as_tensor(features, dtype=out_dtype, device=angle_table.device)
-        return result[inverse.to(angle_table.device)].reshape(
-            *token_ids.shape, structure.n_features
-        )
+        return torch.from_numpy(features)
 
-    def qrce_gradient(
+    def qrce_layer_rows(
         self,
-        grad_out: torch.Tensor,
-        token_ids: torch.Tensor,
-        angle_table: torch.Tensor,
-        weights: torch.Tensor,
+        layer_angles: torch.Tensor,
+        layer_weights: torch.Tensor,
         structure: QRCEStructure,
-        method: str,
-        site: str,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """VJP of ``qrce`` by parameter shift: all shifted circuits of the call in one job.
-
-        The shift rule, deduplication and scattering are
-        ``qgraph.kernels.parameter_shift.token_parameter_shift``; this backend supplies
-        ``evaluate`` (per-layer angles and weights (N, L, q) → (N, 2q) features from shots of
-        the per-layer template).
-        """
-        if method != "parameter-shift":
-            raise ValueError(
-                f"the ibm backend computes QRCE gradients by 'parameter-shift'; got {method!r} "
-                "(straight-through and spsa apply to QAAP)."
-            )
-        _check_weights(weights, structure)
-
-        def evaluate(
-            layer_angles: torch.Tensor, layer_weights: torch.Tensor, layers: QRCEStructure
-        ) -> torch.Tensor:
-            features = self._run_qrce(
-                "qrce-gradient", site, _numpy(layer_angles), _numpy(layer_weights), layers, True
-            )
-            return torch.as_tensor(features, dtype=layer_angles.dtype, device=layer_angles.device)
-
-        grad_table, grad_weights = token_parameter_shift(
-            grad_out, token_ids, angle_table, weights, structure, evaluate
-        )
-        return grad_table, grad_weights
-
-    # ------------------------------------------------------------------ QAAP
-
-    def qaap(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        attn_mask: torch.Tensor | None,
-        is_causal: bool,
-        dropout_keep: torch.Tensor | None,
-        dropout_p: float,
         site: str,
     ) -> torch.Tensor:
-        """QAAP pooling from post-selected shots, one template row per (batch, head, query)."""
-        if q.dim() < 3 or k.dim() != q.dim() or v.dim() != q.dim():
-            raise ValueError(
-                "QAAP on ibm: q, k and v must be (..., heads, seq, dim) with the same rank; got "
-                f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}."
-            )
-        out_dtype, work = q.dtype, compute_dtype(q.dtype)
-        n_queries, head_dim = q.shape[-2], q.shape[-1]
-        n_keys = k.shape[-2]
+        """Features of the parameter-shifted circuits from the per-layer template, all
+        submitted before any result is awaited (kernel "qrce-gradient")."""
+        features = self._run_qrce(
+            "qrce-gradient", site, _numpy(layer_angles), _numpy(layer_weights), structure, True
+        )
+        return torch.from_numpy(features)
+
+    def qaap_rows(
+        self, keys: torch.Tensor, queries: torch.Tensor, keep: torch.Tensor, site: str
+    ) -> QAAPRows:
+        """Post-selected counts per key of each query row's circuit (feature = 0, index an
+        unmasked key); rows with P(feature = 0) = 0 exactly run no circuit."""
+        *lead, n_queries, head_dim = queries.shape
+        n_keys = keys.shape[-2]
         regs = qaap_registers(n_keys, head_dim)
         self._check_width(regs.n_qubits, f"QAAP ({n_keys} keys × {head_dim} dims)")
-        qf = q.detach().to(work)
-        kf = expand_kv_heads(k.detach().to(work), q.shape[-3])
-        vf = expand_kv_heads(v.to(work), q.shape[-3])
-        lead = torch.broadcast_shapes(q.shape[:-2], kf.shape[:-2])
-        keep = keep_mask(attn_mask, is_causal, n_queries, n_keys, q.device)
-        if keep is None:
-            keep = torch.ones(n_queries, n_keys, dtype=torch.bool, device=q.device)
-        keys_np = _numpy(kf.expand(*lead, n_keys, head_dim)).reshape(-1, n_keys, head_dim)
-        queries_np = _numpy(qf.expand(*lead, n_queries, head_dim)).reshape(-1, head_dim)
+        keys_np = _numpy(keys).reshape(-1, n_keys, head_dim)
+        queries_np = _numpy(queries).reshape(-1, head_dim)
         keep_np = keep.expand(*lead, n_queries, n_keys).reshape(-1, n_keys).cpu().numpy()
-
         n_rows = queries_np.shape[0]
-        weights = np.zeros((n_rows, n_keys))
-        visible = keep_np.sum(axis=1)
-        empty = visible == 0
-        uniform = keep_np / np.maximum(visible, 1)[:, None]
-        fallback = np.zeros(n_rows, dtype=bool)
+        counts = np.zeros((n_rows, n_keys))
         # Nothing to encode (zero query or keys), or P(feature = 0) = ‖K q̂‖²/‖K‖² = 0: the
-        # circuit could only post-select on noise. The closed form falls back there too.
+        # circuit could only post-select on noise.
         projections = np.einsum("rkd,rd->rk", keys_np[np.arange(n_rows) // n_queries], queries_np)
-        encodable = np.any((projections != 0) & keep_np, axis=1) & ~empty
-        fallback[~encodable & ~empty] = True
-        circuit_rows = np.flatnonzero(encodable)
+        circuit_rows = np.flatnonzero(np.any((projections != 0) & keep_np, axis=1))
         if circuit_rows.size:
             isa, key_params, query_params = self._isa(
                 ("qaap", regs.index_qubits, regs.feature_qubits),
@@ -702,39 +635,12 @@ class IBMBackend:
                 outcome = row_bits.astype(np.int64) @ powers  # (shots,)
                 index = outcome >> regs.feature_qubits
                 kept = ((outcome & feature_mask) == 0) & (index < n_keys)
-                counts = np.bincount(index[kept], minlength=n_keys)[:n_keys] * keep_np[row_index]
-                total = int(counts.sum())
-                if total == 0:
-                    fallback[row_index] = True
-                else:
-                    weights[row_index] = counts / total
-        weights[fallback] = uniform[fallback]
-
-        counters = self.stats.site(site)
-        counters.calls += 1
-        counters.instances += n_rows
-        counters.fallback_rows += int(fallback.sum())
-        counters.empty_rows += int(empty.sum())
-
-        attn = torch.as_tensor(weights, dtype=work, device=q.device).reshape(
-            *lead, n_queries, n_keys
-        )
-        if dropout_keep is not None and dropout_p > 0.0:
-            attn = attn * dropout_keep.to(work) / (1.0 - dropout_p)
-        return (attn @ vf).to(out_dtype)
+                found = np.bincount(index[kept], minlength=n_keys)[:n_keys]
+                counts[row_index] = found * keep_np[row_index]
+        scores = torch.from_numpy(counts).reshape(*lead, n_queries, n_keys)
+        return QAAPRows(scores, float(self.shots), scores.sum(-1).round().to(torch.int64))
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     """A float64 numpy copy of a tensor (detached, on the CPU)."""
     return tensor.detach().to("cpu", torch.float64).numpy()
-
-
-def _check_weights(weights: torch.Tensor, structure: QRCEStructure) -> None:
-    """The (L, q) trainable angles must be a real tensor matching the structure."""
-    if not isinstance(weights, torch.Tensor) or not weights.is_floating_point():
-        raise TypeError("QRCE: weights must be a real floating-point tensor of shape (L, q).")
-    if tuple(weights.shape) != (structure.n_layers, structure.n_qubits):
-        raise ValueError(
-            f"QRCE: weights must have shape (L={structure.n_layers}, q={structure.n_qubits}); "
-            f"got {tuple(weights.shape)}."
-        )

@@ -21,15 +21,10 @@ import time
 import torch
 
 from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
-from qgraph.kernels.parameter_shift import token_parameter_shift
-from qgraph.kernels.qaap import compute_dtype, expand_kv_heads, keep_mask
-from qgraph.kernels.qrce import (
-    QRCEStructure,
-    qrce_probabilities,
-    qrce_probabilities_per_layer,
-    unique_tokens,
-)
-from qgraph.kernels.sampling import estimate_z_features, sample_qaap_weights
+from qgraph.backends.frontend import QAAPRows, QuantumFrontEnd
+from qgraph.kernels.qaap import compute_dtype
+from qgraph.kernels.qrce import QRCEStructure, qrce_probabilities, qrce_probabilities_per_layer
+from qgraph.kernels.sampling import estimate_z_features, sample_qaap_counts
 
 #: bytes of one count in the histograms a job returns (int64)
 _COUNT_BYTES = 8
@@ -38,7 +33,7 @@ _COUNT_BYTES = 8
 _AMPLITUDES_PER_SLICE = 1 << 22
 
 
-class ShotsBackend:
+class ShotsBackend(QuantumFrontEnd):
     """Exact probabilities, sampled with ``shots`` shots per circuit (seeded)."""
 
     name = "shots"
@@ -95,159 +90,80 @@ class ShotsBackend:
             self.seed = seed
         self._generators.clear()
 
-    # ------------------------------------------------------------------ QAAP
+    # ------------------------------------------------------------------ rows
 
-    def qaap(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        attn_mask: torch.Tensor | None,
-        is_causal: bool,
-        dropout_keep: torch.Tensor | None,
-        dropout_p: float,
-        site: str,
-    ) -> torch.Tensor:
-        """Sampled QAAP pooling with SDPA's calling convention; returns (B, H, Sq, Dv).
-
-        Every B × H × Sq query row is one circuit with ``shots`` shots; post-selected counts
-        give the weights, rows with no success fall back to uniform over unmasked keys
-        (counted). GQA, masks and dropout on the weights as in the exact backend; half
-        precision is computed in float32 and cast back. One ExecutionRecord per call, whose
-        ``bytes_received`` is the (circuits, Sk + 1) int64 outcome histogram.
-        """
-        start = time.perf_counter()
-        out_dtype = q.dtype
-        work = compute_dtype(q.dtype)
-        n_heads = q.shape[-3]
-        with torch.no_grad():
-            qf = q.detach().to(work)
-            kf = expand_kv_heads(k.detach().to(work), n_heads)
-            vf = expand_kv_heads(v.detach().to(work), n_heads)
-            keep = keep_mask(attn_mask, is_causal, q.shape[-2], k.shape[-2], q.device)
-            weights, sample = sample_qaap_weights(
-                qf, kf, keep, self.shots, self.generator(q.device), self.readout_error
-            )
-            if dropout_keep is not None and dropout_p > 0.0:
-                weights = weights * dropout_keep.to(work) / (1.0 - dropout_p)
-            out = (weights @ vf).to(out_dtype)
-        circuits = q.shape[:-1].numel()
-        counters = self.stats.site(site)
-        counters.calls += 1
-        counters.instances += circuits
-        counters.fallback_rows += sample.fallback_rows
-        counters.empty_rows += sample.empty_rows
+    def _record(self, kernel: str, site: str, circuits: int, began: float, outcomes: int) -> None:
+        """One job: ``circuits`` × ``shots`` shots, returning an int64 histogram of
+        ``outcomes`` bins per circuit."""
         self.stats.records.append(
             ExecutionRecord(
-                kernel="qaap",
+                kernel=kernel,
                 site=site,
                 circuits=circuits,
                 shots=circuits * self.shots,
-                wall_s=time.perf_counter() - start,
-                bytes_received=circuits * (k.shape[-2] + 1) * _COUNT_BYTES,
+                wall_s=time.perf_counter() - began,
+                bytes_received=circuits * outcomes * _COUNT_BYTES,
             )
         )
-        return out
 
-    # ------------------------------------------------------------------ QRCE
+    def qaap_rows(
+        self, keys: torch.Tensor, queries: torch.Tensor, keep: torch.Tensor, site: str
+    ) -> QAAPRows:
+        """Kept-shot counts of every query row's circuit (``shots`` shots each, readout
+        error applied); one ExecutionRecord whose ``bytes_received`` is the (circuits,
+        Sk + 1) outcome histogram."""
+        began = time.perf_counter()
+        with torch.no_grad():
+            counts, _, _ = sample_qaap_counts(
+                queries, keys, keep, self.shots, self.generator(queries.device), self.readout_error
+            )
+        circuits = queries.shape[:-1].numel()
+        self._record("qaap", site, circuits, began, keys.shape[-2] + 1)
+        return QAAPRows(counts.to(queries.dtype), float(self.shots), counts.sum(-1))
 
-    def qrce(
+    def qrce_rows(
+        self, angles: torch.Tensor, weights: torch.Tensor, structure: QRCEStructure, site: str
+    ) -> torch.Tensor:
+        """Z and ZZ means over ``shots`` shots of each token's circuit; one ExecutionRecord
+        whose ``bytes_received`` is the (tokens, 2^q) outcome histogram."""
+        began = time.perf_counter()
+        with torch.no_grad():
+            probs = qrce_probabilities(angles, weights, structure)
+            features = estimate_z_features(
+                probs.to(compute_dtype(probs.dtype)),
+                self.shots,
+                self.generator(probs.device),
+                self.readout_error,
+            )
+        self._record("qrce", site, angles.shape[0], began, 2**structure.n_qubits)
+        return features
+
+    def qrce_layer_rows(
         self,
-        token_ids: torch.Tensor,
-        angle_table: torch.Tensor,
-        weights: torch.Tensor,
+        layer_angles: torch.Tensor,
+        layer_weights: torch.Tensor,
         structure: QRCEStructure,
         site: str,
     ) -> torch.Tensor:
-        """Sampled QRCE features (*token_ids.shape, 2q), one circuit per distinct token.
-
-        Output dtype is ``angle_table``'s. One ExecutionRecord per call, whose
-        ``bytes_received`` is the (tokens, 2^q) int64 outcome histogram.
-        """
-        start = time.perf_counter()
-        unique_ids, inverse = unique_tokens(token_ids, angle_table, structure)
-        n_tokens = int(unique_ids.numel())
+        """Sampled features of the shifted circuits, all in one job (kernel
+        "qrce-gradient"); each shifted expectation has variance ≤ 1/shots."""
+        began = time.perf_counter()
+        circuits = layer_angles.shape[0]
+        generator = self.generator(layer_angles.device)
+        # statevectors in slices of ≤ 2^22 amplitudes (memory), sampled slice by slice
+        rows = max(1, _AMPLITUDES_PER_SLICE >> structure.n_qubits)
+        parts = []
         with torch.no_grad():
-            angles = angle_table.detach()[unique_ids]
-            probs = qrce_probabilities(angles, weights.detach().to(angles.device), structure)
-            work = compute_dtype(probs.dtype)
-            features = estimate_z_features(
-                probs.to(work), self.shots, self.generator(probs.device), self.readout_error
-            )
-            out = features[inverse].reshape(*token_ids.shape, structure.n_features)
-        counters = self.stats.site(site)
-        counters.calls += 1
-        counters.instances += n_tokens
-        self.stats.records.append(
-            ExecutionRecord(
-                kernel="qrce",
-                site=site,
-                circuits=n_tokens,
-                shots=n_tokens * self.shots,
-                wall_s=time.perf_counter() - start,
-                bytes_received=n_tokens * 2**structure.n_qubits * _COUNT_BYTES,
-            )
-        )
-        return out.to(angle_table.dtype)
-
-    def qrce_gradient(
-        self,
-        grad_out: torch.Tensor,
-        token_ids: torch.Tensor,
-        angle_table: torch.Tensor,
-        weights: torch.Tensor,
-        structure: QRCEStructure,
-        method: str,
-        site: str,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Parameter-shift VJP from sampled shifted circuits: (grad (V, q), grad (L, q)).
-
-        All U·4·L·q shifted circuits of the distinct tokens run as one job (one
-        ExecutionRecord, kernel "qrce-gradient"), each with ``shots`` shots. The estimate is
-        unbiased; each shifted expectation has variance ≤ 1/shots.
-        """
-        if method != "parameter-shift":
-            raise ValueError(
-                f"the shots backend computes QRCE gradients by 'parameter-shift' only (its "
-                f"gradient methods: {self.capabilities.gradient_methods}; 'straight-through' "
-                f"and 'spsa' apply to QAAP); got {method!r}."
-            )
-
-        def evaluate(
-            layer_angles: torch.Tensor, layer_weights: torch.Tensor, structure: QRCEStructure
-        ) -> torch.Tensor:
-            start = time.perf_counter()
-            circuits = layer_angles.shape[0]
-            generator = self.generator(layer_angles.device)
-            # statevectors in slices of ≤ 2^22 amplitudes (memory), sampled slice by slice
-            rows = max(1, _AMPLITUDES_PER_SLICE >> structure.n_qubits)
-            parts = []
-            with torch.no_grad():
-                for first in range(0, circuits, rows):
-                    probs = qrce_probabilities_per_layer(
-                        layer_angles[first : first + rows],
-                        layer_weights[first : first + rows],
-                        structure,
-                    )
-                    parts.append(
-                        estimate_z_features(probs, self.shots, generator, self.readout_error)
-                    )
-            features = (
-                torch.cat(parts) if parts else layer_angles.new_zeros(0, structure.n_features)
-            )
-            self.stats.records.append(
-                ExecutionRecord(
-                    kernel="qrce-gradient",
-                    site=site,
-                    circuits=circuits,
-                    shots=circuits * self.shots,
-                    wall_s=time.perf_counter() - start,
-                    bytes_received=circuits * 2**structure.n_qubits * _COUNT_BYTES,
+            for first in range(0, circuits, rows):
+                probs = qrce_probabilities_per_layer(
+                    layer_angles[first : first + rows],
+                    layer_weights[first : first + rows],
+                    structure,
                 )
-            )
-            return features
-
-        return token_parameter_shift(grad_out, token_ids, angle_table, weights, structure, evaluate)
+                parts.append(estimate_z_features(probs, self.shots, generator, self.readout_error))
+        features = torch.cat(parts) if parts else layer_angles.new_zeros(0, structure.n_features)
+        self._record("qrce-gradient", site, circuits, began, 2**structure.n_qubits)
+        return features
 
     def __repr__(self) -> str:
         return (

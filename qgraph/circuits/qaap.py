@@ -28,11 +28,7 @@ from qiskit import QuantumCircuit, QuantumRegister, transpile
 from qiskit.circuit.library import StatePreparation
 from qiskit.quantum_info import Statevector
 
-from qgraph.kernels.qaap import qaap_register_sizes
-
-#: Post-selection probabilities at or below this are statevector round-off, not signal: the
-#: query is orthogonal to every (unmasked) key and the circuit never post-selects.
-SUCCESS_ATOL = 1.0e-24
+from qgraph.kernels.qaap import SUCCESS_ATOL, qaap_register_sizes
 
 
 @dataclass(frozen=True)

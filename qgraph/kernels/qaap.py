@@ -20,6 +20,10 @@ import torch
 #: older code -10000); QAAP can drop keys but cannot weight them by an additive bias.
 ADDITIVE_MASK_THRESHOLD = -1.0e4
 
+#: A row whose post-selection probability is at or below this falls back to uniform weights:
+#: it is statevector round-off, not signal (about 10^24 shots would be needed for one success).
+SUCCESS_ATOL = 1.0e-24
+
 
 def register_bits(size: int) -> int:
     """Qubits of a register that holds ``size`` amplitudes: max(1, ⌈log₂ size⌉).
@@ -94,6 +98,54 @@ def keep_mask(
     return keep
 
 
+def qaap_scores(
+    q: torch.Tensor, k: torch.Tensor, keep: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The closed form of a QAAP circuit's post-selected outcomes, up to one factor per row.
+
+    Returns ``(scores, scale)``: scores (..., Sq, Sk) = (q̂_i·k_j)² on unmasked keys and 0 on
+    masked ones, and scale (..., Sq, 1) = ‖K_i‖_F², the squared norm of the keys row i's
+    circuit encodes, so that scores / scale = P(index = j, feature = 0). Differentiable in
+    the scores; the scale is detached (it only decides fallbacks).
+    """
+    tiny = torch.finfo(q.dtype).tiny
+    q_hat = q / q.norm(dim=-1, keepdim=True).clamp_min(tiny)
+    scores = (q_hat @ k.transpose(-2, -1)).square()
+    key_norms = k.detach().square().sum(-1, keepdim=True)  # (..., Sk, 1)
+    if keep is None:
+        scale = key_norms.sum(-2, keepdim=True)  # (..., 1, 1)
+    else:
+        scores = scores.masked_fill(~keep, 0.0)
+        scale = keep.to(k.dtype) @ key_norms  # (..., Sq, 1), from the unexpanded mask
+    return scores, scale.expand(*scores.shape[:-1], 1)
+
+
+def pooled_weights(
+    scores: torch.Tensor, scale: torch.Tensor | float, keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """QAAP's weights from measured (or exact) post-selected outcomes: the one fallback rule.
+
+    Args:
+        scores: (..., Sq, Sk) non-negative, P(index = j, feature = 0) · scale per row (exact
+            probabilities, closed-form scores, or kept-shot counts); zero on masked keys.
+        scale: per row (..., Sq, 1) or a number (shots for counts, 1 for probabilities).
+        keep: bool, broadcastable to (..., Sq, Sk), True = the query may see the key.
+
+    Returns ``(weights, fallback, empty)`` as ``qaap_weights``: a row whose post-selection
+    probability Σ_j scores / scale is ≤ ``SUCCESS_ATOL`` falls back to uniform weights over
+    its unmasked keys; a row with no unmasked key gets zero weights. Differentiable.
+    """
+    total = scores.sum(dim=-1, keepdim=True)
+    n_visible = keep.sum(dim=-1, keepdim=True)  # on the unexpanded mask: cheap
+    empty = (n_visible == 0).expand_as(total)
+    fallback = total.detach() <= SUCCESS_ATOL * scale
+    uniform = keep.to(scores.dtype) / n_visible.clamp_min(1).to(scores.dtype)
+    # where() alone would still back-propagate NaN from 0/0 into the unused branch.
+    safe_total = torch.where(fallback, torch.ones_like(total), total)
+    weights = torch.where(fallback, uniform, scores / safe_total)
+    return weights, (fallback & ~empty).squeeze(-1), empty.squeeze(-1)
+
+
 def qaap_weights(
     q: torch.Tensor, k: torch.Tensor, keep: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -103,22 +155,10 @@ def qaap_weights(
     unmasked keys of each row; ``fallback`` (..., Sq) marks rows that fell back to uniform
     weights, ``empty`` rows with no unmasked key (all-zero weights). Differentiable.
     """
-    tiny = torch.finfo(q.dtype).tiny
-    q_hat = q / q.norm(dim=-1, keepdim=True).clamp_min(tiny)
-    scores = (q_hat @ k.transpose(-2, -1)).square()
+    scores, scale = qaap_scores(q, k, keep)
     if keep is None:
         keep = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device)
-    keep = keep.expand_as(scores)
-    scores = scores.masked_fill(~keep, 0.0)
-    total = scores.sum(dim=-1, keepdim=True)
-    n_visible = keep.sum(dim=-1, keepdim=True)
-    fallback = total <= tiny
-    empty = n_visible == 0
-    uniform = keep.to(scores.dtype) / n_visible.clamp_min(1).to(scores.dtype)
-    # where() alone would still back-propagate NaN from 0/0 into the unused branch.
-    safe_total = torch.where(fallback, torch.ones_like(total), total)
-    weights = torch.where(fallback, uniform, scores / safe_total)
-    return weights, (fallback & ~empty).squeeze(-1), empty.squeeze(-1)
+    return pooled_weights(scores, scale, keep)
 
 
 def qaap_attention(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from qgraph.kernels.qaap import QAAPCounts, qaap_register_sizes
+from qgraph.kernels.qaap import QAAPCounts, pooled_weights, qaap_register_sizes
 from qgraph.kernels.qrce import readout_signs
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "estimate_z_features",
     "multinomial_counts",
     "qaap_kept_probabilities",
+    "sample_qaap_counts",
     "sample_qaap_weights",
 ]
 
@@ -268,7 +269,36 @@ def sample_qaap_weights(
         ``(weights (..., Sq, Sk) in q's dtype, QAAPSample)``.
     """
     shots = _check_shots(shots)
-    dtype = q.dtype
+    counts, success_probability, keep = sample_qaap_counts(
+        q, k, keep, shots, generator, readout_error
+    )
+    weights, fallback, empty = pooled_weights(counts.to(q.dtype), shots, keep)
+    info = QAAPSample(
+        counts=counts,
+        successes=counts.sum(-1),
+        success_probability=success_probability,
+        fallback=fallback,
+        empty=empty,
+        shots=shots,
+    )
+    return weights, info
+
+
+def sample_qaap_counts(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    keep: torch.Tensor | None,
+    shots: int,
+    generator: torch.Generator | None,
+    readout_error: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Post-selected shot counts of each query's QAAP circuit (see ``sample_qaap_weights``).
+
+    Returns ``(counts (..., Sq, Sk) int64, success_probability (..., Sq), keep (..., Sq, Sk))``:
+    kept shots per unmasked key, the probability that one shot is kept, and the expanded
+    bool keep mask.
+    """
+    shots = _check_shots(shots)
     n_keys = k.shape[-2]
     accept, keep = qaap_kept_probabilities(q, k, keep, readout_error)
     success_probability = accept.sum(-1)
@@ -278,19 +308,4 @@ def sample_qaap_weights(
     categories = torch.cat([accept, rest[..., None]], dim=-1)
     drawn = multinomial_counts(categories.reshape(-1, n_keys + 1), shots, generator)
     counts = drawn[:, :n_keys].reshape(accept.shape)
-    successes = counts.sum(-1)
-    n_visible = keep.sum(-1)
-    empty = n_visible == 0
-    fallback = (successes == 0) & ~empty
-    uniform = keep.to(dtype) / n_visible.clamp_min(1)[..., None].to(dtype)
-    sampled = counts.to(dtype) / successes.clamp_min(1)[..., None].to(dtype)
-    weights = torch.where(fallback[..., None], uniform, sampled)
-    info = QAAPSample(
-        counts=counts,
-        successes=successes,
-        success_probability=success_probability,
-        fallback=fallback,
-        empty=empty,
-        shots=shots,
-    )
-    return weights, info
+    return counts, success_probability, keep

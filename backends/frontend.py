@@ -1,0 +1,317 @@
+"""The shared front end of every quantum backend: SDPA-level calls in, rows of circuits out.
+
+A backend implements only the quantum part, on rows (``RowBackend``):
+
+* ``qaap_rows(keys, queries, keep, site)``: query rows (..., Sq, D) over the keys
+  (..., Sk, D) their group (batch, head) shares; returns what the circuits measured,
+  P(index = j, feature = 0) up to one scale per row (``QAAPRows``).
+* ``qrce_rows(angles, weights, structure, site)``: U distinct tokens → (U, 2q) features.
+* ``qrce_layer_rows(layer_angles, layer_weights, structure, site)``: N circuits with their
+  own angles per layer → (N, 2q) features (what the parameter-shift rule evaluates).
+
+``QuantumFrontEnd`` turns those into the ``Backend`` protocol the ops call, doing once what
+every backend needs: heads and grouped-query sharing, masks, the one fallback rule
+(``qgraph.kernels.qaap.pooled_weights``), dropout on the weights, compute and output dtypes,
+token deduplication, per-site counters, the gradient-method check, and a check of every
+result (shape, dtype, finite, in range) that names the backend and the site when it fails.
+Each backend still records its own jobs (``stats.records``): only it knows how a call was
+split into jobs, what came back and how long it queued. Chunking rows into jobs is
+``qgraph.backends.qiskit_shared.job_chunks``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from qgraph.backends.base import BackendStats, Capabilities, gradient_method_error
+from qgraph.errors import QGraphError
+from qgraph.kernels.parameter_shift import token_parameter_shift
+from qgraph.kernels.qaap import compute_dtype, expand_kv_heads, keep_mask, pooled_weights
+from qgraph.kernels.qrce import QRCEStructure, unique_tokens
+
+__all__ = ["BackendResultError", "QAAPRows", "QuantumFrontEnd", "RowBackend"]
+
+#: how far a sampled or simulated ⟨Z⟩ may stray outside [−1, 1] before it is a wrong result
+_EXPECTATION_SLACK = 1e-6
+
+
+class BackendResultError(QGraphError, RuntimeError):
+    """A backend returned a result of the wrong shape or dtype, or with NaN/inf/out-of-range
+    values; raised before the result reaches the model."""
+
+
+@dataclass(frozen=True)
+class QAAPRows:
+    """What QAAP circuits measured for G × Sq query rows.
+
+    ``scores`` (..., Sq, Sk) ≥ 0: P(index = j, feature = 0) · ``scale`` (zero on masked keys);
+    ``scale``: per row (..., Sq, 1) or one number (1 for probabilities, shots for counts);
+    ``kept_shots`` (..., Sq) int64: post-selected shots per row on sampling backends, else None.
+    """
+
+    scores: torch.Tensor
+    scale: torch.Tensor | float
+    kept_shots: torch.Tensor | None = None
+
+
+@runtime_checkable
+class RowBackend(Protocol):
+    """The quantum part a backend implements; ``QuantumFrontEnd`` does the rest."""
+
+    name: str
+    capabilities: Capabilities
+    stats: BackendStats
+
+    def qaap_rows(
+        self, keys: torch.Tensor, queries: torch.Tensor, keep: torch.Tensor, site: str
+    ) -> QAAPRows:
+        """keys (..., Sk, D) and queries (..., Sq, D) with the same leading dims (batch,
+        heads; possibly expanded views), in the compute dtype and detached unless the backend
+        is differentiable; keep bool, broadcastable to (..., Sq, Sk). Returns scores of shape
+        (..., Sq, Sk). Rows with no unmasked key, or whose query or unmasked keys are all
+        zero, need no circuit: their scores are 0."""
+        ...
+
+    def qrce_rows(
+        self, angles: torch.Tensor, weights: torch.Tensor, structure: QRCEStructure, site: str
+    ) -> torch.Tensor:
+        """angles (U, q) of distinct tokens, weights (L, q) → (U, 2q) Z and ZZ expectations."""
+        ...
+
+    def qrce_layer_rows(
+        self,
+        layer_angles: torch.Tensor,
+        layer_weights: torch.Tensor,
+        structure: QRCEStructure,
+        site: str,
+    ) -> torch.Tensor:
+        """(N, L, q) angles and weights per layer (the shifted circuits) → (N, 2q)."""
+        ...
+
+
+class QuantumFrontEnd:
+    """Implements the SDPA-level ``Backend`` protocol on top of a subclass's row methods.
+
+    Subclasses set ``name``, ``capabilities`` and ``stats`` and implement ``qaap_rows``,
+    ``qrce_rows`` and ``qrce_layer_rows``. ``last_qaap_shots`` holds the post-selected shots
+    per (…, H, Sq) row of the last QAAP call on a sampling backend (None otherwise).
+    """
+
+    name: str
+    capabilities: Capabilities
+    stats: BackendStats
+    last_qaap_shots: torch.Tensor | None = None
+
+    # -- the row methods subclasses provide ----------------------------------------------
+    def qaap_rows(
+        self, keys: torch.Tensor, queries: torch.Tensor, keep: torch.Tensor, site: str
+    ) -> QAAPRows:
+        raise NotImplementedError(f"{type(self).__name__} does not run QAAP.")
+
+    def qrce_rows(
+        self, angles: torch.Tensor, weights: torch.Tensor, structure: QRCEStructure, site: str
+    ) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not run QRCE.")
+
+    def qrce_layer_rows(
+        self,
+        layer_angles: torch.Tensor,
+        layer_weights: torch.Tensor,
+        structure: QRCEStructure,
+        site: str,
+    ) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not run shifted QRCE circuits.")
+
+    # -- QAAP ----------------------------------------------------------------------------
+    def qaap(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        is_causal: bool,
+        dropout_keep: torch.Tensor | None,
+        dropout_p: float,
+        site: str,
+    ) -> torch.Tensor:
+        """QAAP pooling with SDPA's calling convention: q (..., H, Sq, D), k and v
+        (..., Hkv, Sk, ·); returns (..., H, Sq, Dv) in q's dtype."""
+        if q.dim() < 3 or k.dim() != q.dim() or v.dim() != q.dim():
+            raise ValueError(
+                f"QAAP on {self.name}: q, k and v must be (..., heads, seq, dim) with the same "
+                f"rank; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}."
+            )
+        out_dtype, work = q.dtype, compute_dtype(q.dtype)
+        n_queries, head_dim, n_keys = q.shape[-2], q.shape[-1], k.shape[-2]
+        differentiable = self.capabilities.differentiable
+        qf = q.to(work) if differentiable else q.detach().to(work)
+        kf = expand_kv_heads((k if differentiable else k.detach()).to(work), q.shape[-3])
+        vf = expand_kv_heads(v.to(work), q.shape[-3])
+        lead = torch.broadcast_shapes(qf.shape[:-2], kf.shape[:-2])
+        keep = keep_mask(attn_mask, is_causal, n_queries, n_keys, q.device)
+        if keep is None:
+            keep = torch.ones(n_queries, n_keys, dtype=torch.bool, device=q.device)
+        queries = qf.expand(*lead, n_queries, head_dim)
+        keys = kf.expand(*lead, n_keys, head_dim)
+
+        rows = self.qaap_rows(keys, queries, keep, site)
+        expected = (*lead, n_queries, n_keys)
+        scores = self._checked_scores(rows, expected, site).to(device=q.device, dtype=work)
+        scale = rows.scale.to(scores.device) if isinstance(rows.scale, torch.Tensor) else rows.scale
+        weights, fallback, empty = pooled_weights(scores, scale, keep)
+        if rows.kept_shots is not None:
+            self.last_qaap_shots = rows.kept_shots.reshape(*lead, n_queries)
+
+        counters = self.stats.site(site)
+        counters.calls += 1
+        counters.instances += lead.numel() * n_queries
+        counters.fallback_rows += int(fallback.sum())
+        counters.empty_rows += int(empty.sum())
+
+        attn = weights
+        if dropout_keep is not None and dropout_p > 0.0:
+            attn = attn * dropout_keep.to(work) / (1.0 - dropout_p)
+        return (attn @ vf).to(out_dtype)
+
+    def _checked_scores(self, rows: QAAPRows, expected: tuple[int, ...], site: str) -> torch.Tensor:
+        scores = rows.scores
+        problem = None
+        if not isinstance(scores, torch.Tensor) or not scores.is_floating_point():
+            problem = f"a {type(scores).__name__} of dtype {getattr(scores, 'dtype', None)}"
+        elif tuple(scores.shape) != expected:
+            problem = f"shape {tuple(scores.shape)}"
+        elif scores.numel() and not bool(scores.detach().amin() >= 0):  # NaN fails too
+            problem = "negative or NaN values"
+        elif not bool(scores.detach().sum(-1).isfinite().all()):
+            problem = "infinite values"
+        if problem is not None:
+            raise BackendResultError(
+                f"backend {self.name!r} returned QAAP scores with {problem} for site "
+                f"{site!r}; expected finite non-negative floats of shape {expected} "
+                "(..., heads, queries, keys). This is a bug in the backend, not in the model."
+            )
+        return scores
+
+    # -- QRCE ----------------------------------------------------------------------------
+    def qrce(
+        self,
+        token_ids: torch.Tensor,
+        angle_table: torch.Tensor,
+        weights: torch.Tensor,
+        structure: QRCEStructure,
+        site: str,
+    ) -> torch.Tensor:
+        """QRCE read-out features (*token_ids.shape, 2q), each distinct token run once, in
+        the promoted dtype of the angle table and the weights."""
+        unique_ids, inverse = unique_tokens(token_ids, angle_table, structure)
+        _check_weights(weights, structure)
+        counters = self.stats.site(site)
+        counters.calls += 1
+        counters.instances += int(unique_ids.numel())
+        out_dtype = torch.promote_types(angle_table.dtype, weights.dtype)
+        if unique_ids.numel() == 0:
+            return angle_table.new_zeros((*token_ids.shape, structure.n_features), dtype=out_dtype)
+        features = self._qrce_features(angle_table[unique_ids], weights, structure, site)
+        out = features.to(device=angle_table.device, dtype=out_dtype)[inverse]
+        return out.reshape(*token_ids.shape, structure.n_features)
+
+    def _qrce_features(
+        self, angles: torch.Tensor, weights: torch.Tensor, structure: QRCEStructure, site: str
+    ) -> torch.Tensor:
+        if not self.capabilities.differentiable:
+            angles, weights = angles.detach(), weights.detach()
+        features = self.qrce_rows(angles, weights.to(angles.device), structure, site)
+        return self._checked_features(features, angles.shape[0], structure, site, "QRCE")
+
+    def qrce_gradient(
+        self,
+        grad_out: torch.Tensor,
+        token_ids: torch.Tensor,
+        angle_table: torch.Tensor,
+        weights: torch.Tensor,
+        structure: QRCEStructure,
+        method: str,
+        site: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Vector-Jacobian product of ``qrce`` by ``method``: (grad of table, grad of weights).
+
+        "autograd" differentiates the forward (differentiable backends only);
+        "parameter-shift" evaluates every shifted circuit of the call's distinct tokens
+        with ``qrce_layer_rows``.
+        """
+        supported = [
+            m
+            for m in self.capabilities.gradient_methods
+            if gradient_method_error(m, "qrce") is None
+        ]
+        if method not in supported:
+            named = " or ".join(repr(m) for m in supported) + (
+                " only" if len(supported) == 1 else ""
+            )
+            why = gradient_method_error(method, "qrce")
+            raise ValueError(
+                f"QRCE gradient at site {site!r}: backend {self.name!r} computes QRCE gradients "
+                f"by {named}; got {method!r}" + (f" ({why})" if why else ".")
+            )
+        _check_weights(weights, structure)
+        if method == "autograd":
+
+            def features(table: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+                unique_ids, inverse = unique_tokens(token_ids, table, structure)
+                rows = self._qrce_features(table[unique_ids], rotations, structure, site)
+                return rows[inverse].reshape(*token_ids.shape, structure.n_features)
+
+            vjp: Any = torch.func.vjp(features, angle_table, weights)[1]
+            grad_table, grad_weights = vjp(grad_out)
+            return grad_table, grad_weights
+
+        def evaluate(
+            layer_angles: torch.Tensor, layer_weights: torch.Tensor, layers: QRCEStructure
+        ) -> torch.Tensor:
+            rows = self.qrce_layer_rows(layer_angles, layer_weights, layers, site)
+            checked = self._checked_features(
+                rows, layer_angles.shape[0], layers, site, "shifted QRCE"
+            )
+            return checked.to(device=layer_angles.device, dtype=layer_angles.dtype)
+
+        return token_parameter_shift(grad_out, token_ids, angle_table, weights, structure, evaluate)
+
+    def _checked_features(
+        self,
+        features: torch.Tensor,
+        n_rows: int,
+        structure: QRCEStructure,
+        site: str,
+        what: str,
+    ) -> torch.Tensor:
+        expected = (n_rows, structure.n_features)
+        problem = None
+        if not isinstance(features, torch.Tensor) or not features.is_floating_point():
+            problem = f"a {type(features).__name__} of dtype {getattr(features, 'dtype', None)}"
+        elif tuple(features.shape) != expected:
+            problem = f"shape {tuple(features.shape)}"
+        elif features.numel() and not bool(
+            features.detach().abs().amax() <= 1.0 + _EXPECTATION_SLACK  # NaN fails too
+        ):
+            problem = "values outside [−1, 1] or NaN"
+        if problem is not None:
+            raise BackendResultError(
+                f"backend {self.name!r} returned {what} features with {problem} for site "
+                f"{site!r}; expected expectation values in [−1, 1] of shape {expected} "
+                "(circuits, 2·qubits). This is a bug in the backend, not in the model."
+            )
+        return features
+
+
+def _check_weights(weights: torch.Tensor, structure: QRCEStructure) -> None:
+    """The (L, q) trainable angles must be a real tensor matching the structure."""
+    if not isinstance(weights, torch.Tensor) or not weights.is_floating_point():
+        raise TypeError("QRCE: weights must be a real floating-point tensor of shape (L, q).")
+    if tuple(weights.shape) != (structure.n_layers, structure.n_qubits):
+        raise ValueError(
+            f"QRCE: weights must have shape (L={structure.n_layers}, q={structure.n_qubits}); "
+            f"got {tuple(weights.shape)}."
+        )
