@@ -51,20 +51,15 @@ pickling drops the service.
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import Any, Literal, TypeVar
 
 import numpy as np
-import qiskit_ibm_runtime
 import torch
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
@@ -73,7 +68,10 @@ from qiskit_ibm_runtime.executor_sampler import Sampler
 
 from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
 from qgraph.backends.frontend import QAAPRows, QuantumFrontEnd
+from qgraph.backends.ibm_secrets import TOKEN_ENV
+from qgraph.backends.ibm_session import FAKE_PREFIX, IBMRuntimeError, RuntimeSession
 from qgraph.backends.qiskit_shared import (
+    bit_array_bits,
     fake_backend,
     fake_backend_names,
     job_chunks,
@@ -82,12 +80,12 @@ from qgraph.backends.qiskit_shared import (
 from qgraph.circuits.qaap import qaap_registers
 from qgraph.circuits.qrce import qrce_template
 from qgraph.circuits.templates import qaap_parameters, qaap_template, qrce_layer_template
-from qgraph.errors import QGraphError
 from qgraph.kernels.qrce import QRCEStructure
 
 __all__ = [
     "MAX_EXECUTIONS_PER_JOB",
     "MODES",
+    "TOKEN_ENV",
     "IBMBackend",
     "IBMRuntimeError",
     "fake_backend_names",
@@ -103,117 +101,11 @@ MODES: tuple[str, ...] = ("job", "batch", "session")
 #: (/work/shared/research/hardware-and-costs.md, "Limits per job", IBM Quantum docs).
 #: ``max_circuits_per_job`` defaults to MAX_EXECUTIONS_PER_JOB // shots.
 MAX_EXECUTIONS_PER_JOB = 10_000_000
-#: environment variable qiskit-ibm-runtime reads the API token from
-TOKEN_ENV = "QISKIT_IBM_TOKEN"
-_FAKE_PREFIX = "fake_"
-_MASK = "***"
 
 _T = TypeVar("_T")
 
 
-class IBMRuntimeError(QGraphError, RuntimeError):
-    """A failure reported by qiskit-ibm-runtime (service, primitive or job), token scrubbed."""
-
-
-# --------------------------------------------------------------------------- fake backends
-
-
-# --------------------------------------------------------------------------- secrets
-
-
-#: tokens known to this process that must never be printed (filled on connection)
-_KNOWN_SECRETS: set[str] = set()
-_log_lock = threading.Lock()
-_log_depth = 0
-_log_previous_factory: Callable[..., logging.LogRecord] | None = None
-
-
-def _secrets() -> list[str]:
-    """Every token to hide: the environment's and those of accounts this module loaded."""
-    found = set(_KNOWN_SECRETS)
-    env = os.environ.get(TOKEN_ENV)
-    if env:
-        found.add(env)
-    # longest first, so a token that contains another is replaced whole
-    return sorted((s for s in found if s), key=len, reverse=True)
-
-
-def _scrub(text: str) -> str:
-    """``text`` with every known token replaced by ``***``."""
-    for secret in _secrets():
-        text = text.replace(secret, _MASK)
-    return text
-
-
-def _scrubbing_factory(previous: Callable[..., logging.LogRecord]) -> Callable[..., Any]:
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record: leave it to logging's own error handling
-            return record
-        record.msg, record.args = _scrub(message), None
-        if record.exc_info:
-            record.exc_text = _scrub(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        if record.stack_info:
-            record.stack_info = _scrub(record.stack_info)
-        return record
-
-    return factory
-
-
-@contextmanager
-def _scrubbed_logging() -> Iterator[None]:
-    """While active, every log record created in this process (any logger) is scrubbed.
-
-    Installed with ``logging.setLogRecordFactory`` only around calls into qiskit-ibm-runtime
-    (reference-counted, so overlapping calls from several threads nest correctly).
-    """
-    global _log_depth, _log_previous_factory
-    with _log_lock:
-        if _log_depth == 0:
-            _log_previous_factory = logging.getLogRecordFactory()
-            logging.setLogRecordFactory(_scrubbing_factory(_log_previous_factory))
-        _log_depth += 1
-    try:
-        yield
-    finally:
-        with _log_lock:
-            _log_depth -= 1
-            if _log_depth == 0 and _log_previous_factory is not None:
-                logging.setLogRecordFactory(_log_previous_factory)
-                _log_previous_factory = None
-
-
-def _remember_account_token(account_name: str | None, channel: str | None) -> None:
-    """Add the token of the account the service would load (env or saved) to the secrets.
-
-    Reads the local account file only (``qiskit_ibm_runtime.accounts.AccountManager.get``), so
-    a saved-account token is scrubbed even when the service fails before it exists.
-    """
-    try:
-        accounts = importlib.import_module("qiskit_ibm_runtime.accounts")
-        account = accounts.AccountManager.get(name=account_name, channel=channel)
-        token = getattr(account, "token", None)
-    except Exception:
-        return
-    if isinstance(token, str) and token:
-        _KNOWN_SECRETS.add(token)
-
-
 # --------------------------------------------------------------------------- circuits
-
-
-def _bits(bit_array: Any) -> np.ndarray:
-    """A qiskit ``BitArray`` as uint8 bits (..., shots, num_bits), column i = clbit i.
-
-    ``BitArray.array`` packs each shot big-endian (``int.from_bytes(data, "big")``), so the
-    unpacked bits are reversed to put clbit 0 first.
-    """
-    packed = np.asarray(bit_array.array)
-    unpacked = np.unpackbits(packed, axis=-1, bitorder="big")[..., ::-1]
-    return np.ascontiguousarray(unpacked[..., : bit_array.num_bits])
 
 
 def _queue_seconds(job: Any) -> float | None:
@@ -302,17 +194,11 @@ class IBMBackend(QuantumFrontEnd):
         self.shots = int(shots)
         self.seed = seed
         self.optimization_level = optimization_level
-        self.local = device.startswith(_FAKE_PREFIX)
-        self._channel = channel
-        self._instance = instance
-        self._account_name = account_name
+        self.local = device.startswith(FAKE_PREFIX)
         self._max_circuits_per_job = per_job
         self._rng = np.random.default_rng(seed)
         self.stats = BackendStats()
-        # connection state (dropped when pickled); fakes are built now: no network involved
-        self._service: Any = None
-        self._runtime_backend: Any = fake_backend(device) if self.local else None
-        self._mode_object: Any = None
+        self._session = RuntimeSession(device, mode, channel, instance, account_name)
         self._pass_manager: Any = None
         self._isa_cache: dict[tuple[Any, ...], tuple[QuantumCircuit, Any, Any]] = {}
         self._capabilities: Capabilities | None = None
@@ -326,14 +212,8 @@ class IBMBackend(QuantumFrontEnd):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for key in ("_service", "_runtime_backend", "_mode_object", "_pass_manager"):
-            state[key] = None
+        state["_pass_manager"] = None  # the session drops its own connection state
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self.local:
-            self._runtime_backend = fake_backend(self.device)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -357,9 +237,9 @@ class IBMBackend(QuantumFrontEnd):
         self._capabilities = value
 
     def _known_qubits(self) -> int | None:
-        if self._runtime_backend is not None:
-            return int(self._runtime_backend.num_qubits)
-        snapshot = _FAKE_PREFIX + self.device.removeprefix("ibm_")
+        if self._session.connected is not None:
+            return int(self._session.connected.num_qubits)
+        snapshot = FAKE_PREFIX + self.device.removeprefix("ibm_")
         if snapshot in fake_backend_names():
             return int(fake_backend(snapshot).num_qubits)
         return None
@@ -367,72 +247,25 @@ class IBMBackend(QuantumFrontEnd):
     # ------------------------------------------------------------------ connection
 
     def _call(self, what: str, function: Callable[[], _T]) -> _T:
-        """Run a qiskit-ibm-runtime call with scrubbed logs; failures become IBMRuntimeError.
-
-        The new exception is raised after the ``except`` block has finished, so the original
-        (whose text may hold a token) is neither its ``__cause__`` nor its ``__context__``.
-        """
-        message = ""
-        with _scrubbed_logging():
-            try:
-                return function()
-            except IBMRuntimeError:
-                raise
-            except Exception as exc:
-                message = _scrub(f"{type(exc).__name__}: {exc}")
-        raise IBMRuntimeError(
-            f"IBM Quantum ({self.device}, {self.mode} mode): {what} failed: {message}. "
-            "Check the account (QISKIT_IBM_TOKEN or a saved account), the device name "
-            "and the network; use a fake device such as 'fake_santiago' to test offline."
-        )
+        """A qiskit-ibm-runtime call with scrubbed logs (``RuntimeSession.call``)."""
+        return self._session.call(what, function)
 
     def _backend(self) -> Any:
         """The qiskit backend to run on; connects to IBM Quantum on first use (real devices)."""
-        if self._runtime_backend is not None:
-            return self._runtime_backend
-        options = {
-            key: value
-            for key, value in (
-                ("channel", self._channel),
-                ("instance", self._instance),
-                ("name", self._account_name),
-            )
-            if value is not None
-        }
-        _remember_account_token(self._account_name, self._channel)
-        service = self._call(
-            "connecting to the service", lambda: qiskit_ibm_runtime.QiskitRuntimeService(**options)
-        )
-        token = getattr(getattr(service, "_account", None), "token", None)
-        if isinstance(token, str) and token:
-            _KNOWN_SECRETS.add(token)
-        backend = self._call(
-            f"looking up device {self.device!r}", lambda: service.backend(self.device)
-        )
-        self._service, self._runtime_backend = service, backend
-        self._capabilities = replace(self.capabilities, max_qubits=int(backend.num_qubits))
-        logger.info("IBMBackend: connected to %s (%d qubits)", self.device, backend.num_qubits)
+        connected = self._session.connected
+        backend = self._session.backend()
+        if connected is None:
+            self._capabilities = replace(self.capabilities, max_qubits=int(backend.num_qubits))
         return backend
 
     def _mode(self) -> Any:
-        """What the primitive gets as ``mode``: the backend, or this backend's Batch/Session."""
-        backend = self._backend()
-        if self.mode == "job":
-            return backend
-        if self._mode_object is None:
-            factory = (
-                qiskit_ibm_runtime.Batch if self.mode == "batch" else qiskit_ibm_runtime.Session
-            )
-            self._mode_object = self._call(
-                f"opening a {self.mode}", lambda: factory(backend=backend)
-            )
-        return self._mode_object
+        """What the primitive gets as ``mode``: the backend, or the open Batch/Session."""
+        self._backend()
+        return self._session.primitive_mode()
 
     def close(self) -> None:
         """Close the batch or session, if one is open (running jobs still finish)."""
-        mode_object, self._mode_object = self._mode_object, None
-        if mode_object is not None:
-            self._call(f"closing the {self.mode}", mode_object.close)
+        self._session.close()
 
     def __enter__(self) -> IBMBackend:
         return self
@@ -525,7 +358,7 @@ class IBMBackend(QuantumFrontEnd):
             for (index, _, _), pub_result in zip(chunk, result, strict=True):
                 bit_array = pub_result.data.meas
                 received += int(np.asarray(bit_array.array).nbytes)
-                bits = _bits(bit_array)
+                bits = bit_array_bits(bit_array)
                 pieces[index].append(bits.reshape(-1, *bits.shape[-2:]))
             self.stats.records.append(
                 ExecutionRecord(

@@ -1,5 +1,6 @@
 """What the qiskit-based backends (aer, ibm) and the cost model share: finding
-qiskit-ibm-runtime's fake backends by name, and decoding measured bits into features.
+qiskit-ibm-runtime's fake backends by name, splitting rows into jobs, and decoding
+measured bits (BitArrays, Z features).
 
 One place for each rule, so the backends cannot drift apart.
 """
@@ -15,6 +16,7 @@ import numpy as np
 
 __all__ = [
     "RowRange",
+    "bit_array_bits",
     "cached_fake_backend",
     "fake_backend",
     "fake_backend_names",
@@ -78,6 +80,17 @@ def fake_backend(name: str) -> Any:
 def cached_fake_backend(name: str) -> Any:
     """One shared instance per name, for read-only use (targets, calibration snapshots)."""
     return fake_backend(name)
+
+
+def bit_array_bits(bit_array: Any) -> np.ndarray:
+    """A qiskit ``BitArray`` as uint8 bits (..., shots, num_bits), column i = clbit i.
+
+    ``BitArray.array`` packs each shot big-endian (``int.from_bytes(data, "big")``), so the
+    unpacked bits are reversed to put clbit 0 first.
+    """
+    packed = np.asarray(bit_array.array)
+    unpacked = np.unpackbits(packed, axis=-1, bitorder="big")[..., ::-1]
+    return np.ascontiguousarray(unpacked[..., : bit_array.num_bits])
 
 
 def job_chunks(row_counts: list[int], limit: int) -> list[list[RowRange]]:
