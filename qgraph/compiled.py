@@ -16,7 +16,7 @@ import itertools
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.fx as fx
@@ -26,11 +26,13 @@ from torch import nn
 from qgraph.backends import get_backend, resolve
 from qgraph.calls import BoundCall, CallBinder
 from qgraph.capture import Captured, Frontend, capture, raise_if_model_fails
-from qgraph.costing import CostOptions, SiteCosts, cost_sites
+from qgraph.costing import CostOptions, SiteCosts
 from qgraph.errors import CaptureError, InputError
 from qgraph.gradients import resolve_gradients
-from qgraph.layers import QRCEEmbedding
+from qgraph.layers import QRCEEmbedding, QRCEOptions
 from qgraph.passes.analysis.build_sites import BuildSites
+from qgraph.passes.analysis.cost_sites import CostSites
+from qgraph.passes.analysis.decide_offload import DecideOffload, decided_sites
 from qgraph.passes.analysis.find_sites import FindCandidates
 from qgraph.passes.analysis.flops import CountFlopsBytes
 from qgraph.passes.analysis.mask_kind import ClassifyMasks
@@ -39,9 +41,12 @@ from qgraph.passes.base import PassManager, PropertySet
 from qgraph.passes.lower.bind_backend import BindBackend
 from qgraph.passes.rewrite.replace_attention import ReplaceAttention
 from qgraph.passes.rewrite.replace_embedding import ReplaceEmbedding
-from qgraph.policy import PolicyLike, decide
+from qgraph.policy import PolicyLike
 from qgraph.report import Report
 from qgraph.site import Site
+
+if TYPE_CHECKING:
+    from qgraph.scheduler.timeline import Timeline
 
 _compile_ids = itertools.count()
 
@@ -50,17 +55,24 @@ _compile_ids = itertools.count()
 DEFAULT_MAX_CAPTURES = 16
 
 
-def analysis_pipeline() -> PassManager:
-    """The analysis passes, in dependency order."""
+def analysis_pipeline(normalize_path: Callable[[str], str] | None = None) -> PassManager:
+    """The analysis passes that find the sites, in dependency order (``normalize_path``:
+    see ``BuildSites``)."""
     return PassManager(
         [
             FindCandidates(),
             ShapePropagation(),
             ClassifyMasks(),
             CountFlopsBytes(),
-            BuildSites(),
+            BuildSites() if normalize_path is None else BuildSites(normalize_path),
         ]
     )
+
+
+def decision_pipeline() -> PassManager:
+    """The analysis passes that cost the sites and decide on them, after
+    ``analysis_pipeline``."""
+    return PassManager([CostSites(), DecideOffload()])
 
 
 def rewrite_pipeline() -> PassManager:
@@ -99,15 +111,6 @@ def _shape_guard(gm: fx.GraphModule, range_constraints: dict[Any, Any]) -> Any:
         return True
 
     return fits
-
-
-@dataclass(frozen=True)
-class QRCEOptions:
-    """Size and initialisation of the QRCE circuits that replace embedding tables."""
-
-    qubits: int
-    layers: int
-    init: str
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,22 @@ class CompiledModule(nn.Module):
             )
         captured = self._capture(call)
         gm = captured.graph_module
-        props = PropertySet(example_inputs=captured.flatten_inputs(call.args, call.kwargs))
+        # Every input of the three pipelines, written once here (passes/README.md).
+        props = PropertySet(
+            example_inputs=captured.flatten_inputs(call.args, call.kwargs),
+            cost_options=self.settings.costs,
+            # Later captures decide on the first capture's estimates, as the report shows.
+            known_site_costs=None if first else self.site_costs,
+            policy=self.settings.policy,
+            embedding_tables=self.settings.embedding_tables,
+            kept_classical={},
+            site_label_prefix=str(self._id),
+            quantum_layers=self.quantum_layers,  # ReplaceEmbedding adds the new sites' layers
+            qrce_options=self.settings.qrce,
+            seed=self.settings.seed,
+            backend=self._backend,
+            gradients=self.settings.gradients,
+        )
         try:
             analysis_pipeline().run(gm, props)
         except Exception:
@@ -237,28 +255,11 @@ class CompiledModule(nn.Module):
             # first real run finds them. Blame the inputs when the model fails on them too.
             raise_if_model_fails(self._model, call.args, call.kwargs)
             raise
-        sites: list[Site] = props["sites"]
-        costs_options = self.settings.costs
-        if costs_options is not None and first:
-            self.site_costs = cost_sites(sites, costs_options)
-            self.report.device = costs_options.device
-        for site in sites:
-            costs = self.site_costs.get(site.key)
-            if costs is not None and not first:  # later captures reuse the report's estimates
-                site.costs = self.report_site(site.key).costs
-                site.classical_s = self.report_site(site.key).classical_s
-            decide(
-                site,
-                self.settings.policy,
-                self.settings.embedding_tables,
-                costs.verdict if costs is not None else None,
-            )
-        self._make_layers(gm, sites, props)
-        props["site_labels"] = {s.index: f"{self._id}:{s.key}" for s in sites}
-        props["quantum_layers"] = self.quantum_layers
-        props["backend"] = self._backend
-        props["gradients"] = self.settings.gradients
+        decision_pipeline().run(gm, props)
+        if first:
+            self.site_costs = props["site_costs"]
         rewrite_pipeline().run(gm, props)
+        sites = decided_sites(props)
         entry = GraphCapture(
             gm,
             captured,
@@ -268,6 +269,8 @@ class CompiledModule(nn.Module):
         )
         if first:
             self.report.frontend = captured.frontend
+            if self.settings.costs is not None:
+                self.report.device = self.settings.costs.device
             self.report.sites = sites
             self.report.graph_module = gm
             if call.kwargs.get("use_cache", None) is False:
@@ -301,28 +304,6 @@ class CompiledModule(nn.Module):
             )
             return f"sizes outside the captured ranges ({sizes})"
         return "call structure differs: " + self._binder.difference(call, self._example)
-
-    def _make_layers(self, gm: fx.GraphModule, sites: list[Site], props: PropertySet) -> None:
-        qrce = self.settings.qrce
-        for site in sites:
-            if site.op != "qrce" or site.key in self.quantum_layers:
-                continue
-            table_ref = props["site_matches"][site.index].roles["table"]
-            target = table_ref if isinstance(table_ref, str) else str(table_ref.target)
-            table = gm.get_parameter(target) if "." in target or hasattr(gm, target) else None
-            assert table is not None and site.vocab_size and site.embed_dim
-            layer = QRCEEmbedding(
-                site.vocab_size,
-                site.embed_dim,
-                qrce.qubits,
-                qrce.layers,
-                seed=self.settings.seed + site.index,
-                dtype=table.dtype,
-                device=table.device,
-            )
-            if qrce.init == "distill":
-                layer.distill_from(table)
-            self.quantum_layers[site.key] = layer
 
     # -- running --------------------------------------------------------------------------
     def _lookup(self, call: BoundCall) -> GraphCapture | None:
@@ -399,6 +380,38 @@ class CompiledModule(nn.Module):
         """Call the original model (in this module's train/eval mode) on these inputs."""
         with self.model_in_mode():
             return self._model(*args, **kwargs)
+
+    # -- for runners that execute the graphs themselves (HybridScheduler) ----------------
+    def use_capture(self, entry: GraphCapture) -> None:
+        """Make ``entry``'s graph this module's ``graph_module``, as a call that runs it does.
+
+        ``entry`` is one of this module's captures (from ``capture_for``); a runner that
+        executes the graph itself calls this so that ``graph_module`` is the graph it ran.
+        Raises ValueError for a capture of another module, or one dropped by a move.
+        """
+        if not any(c is entry for c in list(self._captures)):
+            raise ValueError(
+                "use_capture takes one of this module's captures (capture_for(...)); this one "
+                "is not (another module's, or dropped when the module moved)."
+            )
+        if entry.graph_module is not self.graph_module:
+            self._modules["graph_module"] = entry.graph_module
+
+    def graph_context(self) -> contextlib.AbstractContextManager[None]:
+        """The context to run this module's graphs in, as ``forward`` does.
+
+        fx graphs (frontend ``symbolic_trace``) call the user's own submodules (dropout,
+        batch norm), which follow the user's model's mode: they run within
+        ``model_in_mode()``. Exported graphs need nothing.
+        """
+        if self.report.frontend == "symbolic_trace":
+            return self.model_in_mode()
+        return contextlib.nullcontext()
+
+    def record_timeline(self, timeline: Timeline) -> None:
+        """Keep a scheduler step's timeline as ``report.timeline``, so that the review page
+        (``report.to_html``) shows the latest step."""
+        self.report.timeline = timeline
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         """The model's own ``generate`` (Hugging Face), every step through the rewritten graph.
@@ -599,5 +612,6 @@ __all__ = [
     "GraphCapture",
     "QRCEOptions",
     "analysis_pipeline",
+    "decision_pipeline",
     "rewrite_pipeline",
 ]

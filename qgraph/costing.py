@@ -8,10 +8,11 @@ and the fidelity clears ``min_fidelity`` (``qgraph.costmodel.decide``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from qgraph import costmodel
 from qgraph.errors import InputError
 from qgraph.site import Site
 
@@ -47,18 +48,15 @@ class CostOptions:
 
     def validate(self) -> None:
         """Raise InputError for an unknown device or an out-of-range number."""
-        from qgraph.costmodel import device_names, load
-
         for name in (self.device, self.classical_device, *self.report_devices):
             try:
-                load(name)
+                costmodel.load(name)
             except ValueError:
-                raise InputError(
-                    f"unknown device {name!r}; known devices: {', '.join(device_names())}."
-                ) from None
-        if load(self.device).kind == "classical":
+                known = ", ".join(costmodel.device_names())
+                raise InputError(f"unknown device {name!r}; known devices: {known}.") from None
+        if costmodel.load(self.device).kind == "classical":
             raise InputError(f"device {self.device!r} is classical; name a quantum device.")
-        if load(self.classical_device).kind != "classical":
+        if costmodel.load(self.classical_device).kind != "classical":
             raise InputError(f"classical_device {self.classical_device!r} is not classical.")
         if not 0.0 < self.precision <= 1.0:
             raise InputError(f"precision must lie in (0, 1]; got {self.precision!r}.")
@@ -71,7 +69,7 @@ class CostOptions:
         return (self.device, *(d for d in self.report_devices if d != self.device))
 
 
-@dataclass
+@dataclass(frozen=True)
 class SiteCosts:
     """The estimates of one site: per quantum device, and the classical baseline."""
 
@@ -79,18 +77,26 @@ class SiteCosts:
     classical: Any = None  # ClassicalEstimate
     verdict: tuple[bool, str] | None = None  # (offload, reason) on the decision device
 
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """Per quantum device, the estimate's summary (what ``Site.costs`` holds)."""
+        return {device: _summary(e) for device, e in self.quantum.items()}
 
-def cost_sites(sites: list[Site], options: CostOptions) -> dict[str, SiteCosts]:
-    """Estimate every supported site on every device; writes ``site.costs`` summaries."""
-    from qgraph.costmodel import classical_estimate, decide, estimate
+    @property
+    def classical_s(self) -> float | None:
+        """The predicted classical time of the region (what ``Site.classical_s`` holds)."""
+        return None if self.classical is None else self.classical.time_s
 
+
+def cost_sites(sites: Sequence[Site], options: CostOptions) -> dict[str, SiteCosts]:
+    """Estimate every supported site on every device, by site key; the sites stay as they
+    are (``SiteCosts.summaries`` gives what the report shows)."""
     costs: dict[str, SiteCosts] = {}
     for site in sites:
         if not site.supported:
             continue
-        entry = SiteCosts(classical=classical_estimate(site, options.classical_device))
-        for device in options.devices:
-            entry.quantum[device] = estimate(
+        classical = costmodel.classical_estimate(site, options.classical_device)
+        quantum = {
+            device: costmodel.estimate(
                 site,
                 device,
                 precision=options.precision,
@@ -98,12 +104,12 @@ def cost_sites(sites: list[Site], options: CostOptions) -> dict[str, SiteCosts]:
                 qrce_qubits=options.qrce_qubits,
                 qrce_layers=options.qrce_layers,
             )
-        entry.verdict = decide(
-            entry.quantum[options.device], entry.classical, min_fidelity=options.min_fidelity
+            for device in options.devices
+        }
+        verdict = costmodel.decide(
+            quantum[options.device], classical, min_fidelity=options.min_fidelity
         )
-        site.costs = {device: _summary(e) for device, e in entry.quantum.items()}
-        site.classical_s = entry.classical.time_s
-        costs[site.key] = entry
+        costs[site.key] = SiteCosts(quantum, classical, verdict)
     return costs
 
 

@@ -35,15 +35,17 @@ import torch.fx as fx
 from torch import nn
 
 from qgraph.backends import get_backend, resolve
-from qgraph.compiled import analysis_pipeline, rewrite_pipeline
-from qgraph.costing import DEFAULT_DEVICE, CostOptions, cost_sites
+from qgraph.compiled import analysis_pipeline, decision_pipeline
+from qgraph.costing import DEFAULT_DEVICE, CostOptions
 from qgraph.errors import InputError, UnsupportedGraphError
 from qgraph.gradients import resolve_gradients
+from qgraph.passes.analysis.decide_offload import decided_sites
 from qgraph.passes.analysis.patterns import SDPA_TARGETS, SOFTMAX_TARGETS
-from qgraph.passes.base import PropertySet
-from qgraph.policy import PolicyLike, decide, validate_policy
+from qgraph.passes.base import PassManager, PropertySet
+from qgraph.passes.lower.bind_backend import BindBackend
+from qgraph.passes.rewrite.replace_attention import ReplaceAttention
+from qgraph.policy import PolicyLike, validate_policy
 from qgraph.report import Report
-from qgraph.site import Site
 
 #: the name to pass as ``torch.compile(..., backend=BACKEND_NAME)``
 BACKEND_NAME = "qgraph"
@@ -300,6 +302,12 @@ def _is_real(value: Any) -> bool:
     return not (isinstance(value, torch.Tensor) and is_fake(value))
 
 
+def attention_rewrite_pipeline() -> PassManager:
+    """``rewrite_pipeline`` less ``ReplaceEmbedding``: embeddings stay classical here (see the
+    module docstring), so there are no QRCE layers to make."""
+    return PassManager([ReplaceAttention(), BindBackend()])
+
+
 class QGraphCompiledGraph:
     """The callable this backend gives dynamo for one graph.
 
@@ -347,42 +355,37 @@ class QGraphCompiledGraph:
             else a
             for a in args
         ]
-        props = PropertySet(example_inputs=example)
-        analysis_pipeline().run(gm, props)
-        sites: list[Site] = props["sites"]
-        for site in sites:
-            site.path, site.key = normalize_module_path(site.path), normalize_module_path(site.key)
-        self._decide(sites)
-        props["site_labels"] = {s.index: f"dynamo{self.record.id}:{s.key}" for s in sites}
-        props["quantum_layers"] = {}  # embeddings stay classical: no QRCE layers
-        props["backend"] = self._settings.backend
-        props["gradients"] = self._settings.gradients
+        settings = self._settings
+        props = PropertySet(
+            example_inputs=example,
+            cost_options=settings.costs,
+            known_site_costs=None,
+            policy=settings.policy,
+            # The policy sees attention sites only: no embedding site can be offloaded here.
+            embedding_tables=(),
+            kept_classical={"embedding": EMBEDDING_REASON},
+            site_label_prefix=f"dynamo{self.record.id}",
+            backend=settings.backend,
+            gradients=settings.gradients,
+        )
+        analysis_pipeline(normalize_path=normalize_module_path).run(gm, props)
         report = self.record.report
+        if settings.costs is not None:
+            report.device = settings.costs.device
+        decision_pipeline().run(gm, props)
+        sites = decided_sites(props)
         report.sites = sites
         report.notes.append(
             "analysed at the graph's first call (shapes and mask kinds are that call's); "
             "dynamo's guards decide which later calls reuse the rewritten graph."
         )
         if any(s.decision == "quantum" for s in sites):
-            rewrite_pipeline().run(gm, props)
+            attention_rewrite_pipeline().run(gm, props)
         else:
             gm = self._original  # nothing to rewrite: dynamo's own graph, bit for bit
         report.graph_module = gm
         self.record.analysed = True
         return gm
-
-    def _decide(self, sites: list[Site]) -> None:
-        settings = self._settings
-        costs = cost_sites(sites, settings.costs) if settings.costs is not None else {}
-        if settings.costs is not None:
-            self.record.report.device = settings.costs.device
-        for site in sites:
-            if site.kind == "embedding" and site.supported:
-                site.op, site.decision, site.reason = None, "classical", EMBEDDING_REASON
-                continue
-            estimate = costs.get(site.key)
-            # The policy sees attention sites only: no embedding site can be offloaded here.
-            decide(site, settings.policy, (), estimate.verdict if estimate else None)
 
 
 def _policy_name(policy: PolicyLike) -> str:

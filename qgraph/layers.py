@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -11,6 +12,15 @@ from qgraph.kernels.qrce import QRCEStructure, qrce_features
 
 #: distillation fits the PCA and the projection on a seeded sample of this many table rows
 DISTILL_SAMPLE_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class QRCEOptions:
+    """Size and initialisation of the QRCE circuits that replace embedding tables."""
+
+    qubits: int
+    layers: int
+    init: str  # "distill" (fit to the replaced table) or "random"
 
 
 class QRCEEmbedding(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from qgraph.errors import PolicyError
-from qgraph.site import Site
+from qgraph.site import Site, SiteDecision
 
 PolicyLike = str | Callable[[Site], bool]
 POLICY_NAMES = ("auto", "all", "none")
@@ -30,24 +30,23 @@ def decide(
     policy: PolicyLike,
     embedding_tables: Sequence[str],
     verdict: tuple[bool, str] | None = None,
-) -> None:
-    """Set ``site.decision``, ``site.op`` and ``site.reason`` under ``policy``.
+) -> SiteDecision:
+    """The decision on ``site`` under ``policy``, with its reason; ``site`` is not changed.
 
-    ``verdict`` is the cost model's (offload, reason) for the site, used by "auto".
+    ``verdict`` is the cost model's (offload, reason) for the site, used by "auto". A policy
+    callable is asked about supported candidate sites only.
     """
-    site.op, site.decision = None, "classical"
     if not site.supported:
-        site.reason = f"not supported: {site.support_reason}"
-        return
+        return SiteDecision(reason=f"not supported: {site.support_reason}")
     if site.kind == "embedding" and site.table not in embedding_tables:
-        site.reason = (
-            f"{site.table} table: only {', '.join(embedding_tables)} tables are candidates; "
-            f"opt in with embedding_tables=(..., {site.table!r})."
+        return SiteDecision(
+            reason=f"{site.table} table: only {', '.join(embedding_tables)} tables are "
+            f"candidates; opt in with embedding_tables=(..., {site.table!r})."
         )
-        return
     if policy == "none":
-        site.reason = "policy 'none' rewrites nothing."
-        return
+        return SiteDecision(reason="policy 'none' rewrites nothing.")
+    # Read before a policy callable sees the site: what it does to it cannot change the op.
+    op = site.quantum_op_for_kind
     if policy == "auto":
         if verdict is None:
             raise PolicyError(f"policy 'auto' has no cost estimate for site {site.key!r}.")
@@ -66,5 +65,5 @@ def decide(
         name = getattr(policy, "__name__", type(policy).__name__)
         why = f"policy {name} returned {answer}."
     if chosen:
-        site.op, site.decision = site.quantum_op_for_kind, "quantum"
-    site.reason = why
+        return SiteDecision("quantum", op, why)
+    return SiteDecision(reason=why)

@@ -19,6 +19,13 @@ UNBOUND_BACKEND = "unbound"
 UNBOUND_GRADIENT = "unbound"
 
 
+def site_label(prefix: str, key: str) -> str:
+    """The ``site`` argument of a site's quantum op, ``"<prefix>:<site key>"``: backends count
+    calls per label, and the prefix (one per compiled module or dynamo graph) keeps two
+    compiled copies of one model apart."""
+    return f"{prefix}:{key}"
+
+
 def attention_dropout_keep(q: torch.Tensor, k: torch.Tensor, p: float) -> torch.Tensor:
     """A Bernoulli(1 - p) keep mask over the (B, H, Sq, Sk) attention weights."""
     shape = (*q.shape[:-1], k.shape[-2])
@@ -41,12 +48,12 @@ def _untransposed(graph: fx.Graph, k_transposed: fx.Node) -> fx.Node:
 class ReplaceAttention(RewritePass):
     """Replace every attention site whose decision is "quantum" by ``qgraph::qaap``."""
 
-    requires = ("sites", "site_matches", "site_labels")
+    requires = ("sites", "site_matches", "decisions", "site_label_prefix")
 
     def run(self, gm: fx.GraphModule, props: PropertySet) -> None:
         graph = gm.graph
         for site in props["sites"]:
-            if site.kind != "attention" or site.decision != "quantum":
+            if site.kind != "attention" or props["decisions"][site.index].decision != "quantum":
                 continue
             match = props["site_matches"][site.index]
             roles, output = match.roles, match.roles["output"]
@@ -68,7 +75,7 @@ class ReplaceAttention(RewritePass):
                         dropout_p,
                         UNBOUND_BACKEND,
                         UNBOUND_GRADIENT,
-                        props["site_labels"][site.index],
+                        site_label(props["site_label_prefix"], site.key),
                     ),
                 )
             qaap.meta.update(
