@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from qgraph.backends import get_backend
 from qgraph.backends.base import Backend, BackendStats, Capabilities, ExecutionRecord
 
 if TYPE_CHECKING:
@@ -57,8 +58,6 @@ class LatencyBackend:
     def __init__(self, inner: Backend | str, latency_s: float, *, exclusive: bool = True) -> None:
         self.latency_s = _check_latency(latency_s)
         if isinstance(inner, str):
-            from qgraph.backends import get_backend
-
             inner = get_backend(inner)
         if not isinstance(inner, Backend):
             raise ValueError(

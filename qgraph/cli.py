@@ -19,12 +19,19 @@ Errors are one line on stderr; usage errors exit 2, other failures 1.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+
+import qgraph
+from qgraph import models
+from qgraph.costmodel import calibrate, devices
 
 EXAMPLES = """examples:
   qgraph devices
@@ -45,8 +52,6 @@ class UsageError(Exception):
 
 def load_spec(spec: str, batch: int, seq_len: int) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
     """(model, args, kwargs) for a SPEC string (see the module docstring)."""
-    from qgraph import models
-
     kind, _, rest = spec.partition(":")
     if kind == "minilm" and not rest:
         case = models.minilm(batch=batch, seq_len=seq_len)
@@ -109,15 +114,11 @@ def _factory(target: str, spec: str) -> tuple[Any, tuple[Any, ...], dict[str, An
 
 def _status(text: str) -> Any:
     """A spinner on stderr while long work runs (silent when stderr is not a terminal)."""
-    from rich.console import Console
-
     return Console(stderr=True).status(text)
 
 
 def _load_and_compile(arguments: argparse.Namespace) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
     """(compiled module, example args, example kwargs) for the SPEC and options given."""
-    import qgraph
-
     with _status(f"loading {arguments.spec}"):
         model, args, kwargs = load_spec(arguments.spec, arguments.batch, arguments.seq_len)
     options: dict[str, Any] = {"backend": arguments.backend, "policy": arguments.policy}
@@ -142,8 +143,6 @@ def _check_output_path(path: str, what: str) -> None:
 
 
 def command_devices(arguments: argparse.Namespace) -> None:
-    from qgraph.costmodel import devices
-
     profiles = devices()
     if arguments.json:
         print(
@@ -223,8 +222,6 @@ def command_export(arguments: argparse.Namespace) -> None:
 
 
 def command_calibrate(arguments: argparse.Namespace) -> None:
-    from qgraph.costmodel import calibrate
-
     written = calibrate(arguments.out, quick=arguments.quick)
     for name, profile in written.items():
         print(f"wrote {name}: {profile.path}")
@@ -241,8 +238,6 @@ def _int_list(text: str, what: str) -> list[int]:
 
 def _preset_changes(settings: list[str]) -> dict[str, Any]:
     """``--set key=value`` pairs, values read as Python literals (numbers, None, tuples)."""
-    import ast
-
     changes: dict[str, Any] = {}
     for setting in settings:
         key, sep, text = setting.partition("=")

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from qgraph.errors import DataError
+from qgraph.models import minilm_tokenizer
 
 #: how many batches of rows are sorted by length together before they are cut into batches
 BUCKET_BATCHES = 50
@@ -193,8 +194,6 @@ def encode(texts: Sequence[str], tokenizer: Any = None, max_length: int = 128) -
 def resolve_tokenizer(tokenizer: Any) -> Any:
     """A tokenizer object from None (MiniLM's), a folder path, or a tokenizer."""
     if tokenizer is None:
-        from qgraph.models import minilm_tokenizer
-
         return minilm_tokenizer()
     if isinstance(tokenizer, (str, os.PathLike)):
         import transformers

@@ -22,6 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 import qgraph
+from qgraph.backends.exact import ExactBackend
+from qgraph.backends.shots import ShotsBackend
+from qgraph.costmodel.profiles import load
 from qgraph.kernels.qaap import qaap_register_sizes
 from qgraph.reproduce.arms import ARMS
 from qgraph.reproduce.presets import Preset
@@ -45,7 +48,6 @@ AER_LENGTHS = (4, 8, 16, 32)
 
 def readout_error(device: str = READOUT_DEVICE) -> tuple[float, str]:
     """The device profile's median read-out error and where it comes from."""
-    from qgraph.costmodel.profiles import load
 
     quantity = load(device)["readout_error"]
     return float(quantity.value), str(quantity.source)
@@ -64,7 +66,6 @@ def shot_sweep(
 
     Seeds without a finished ``qaap`` run in ``folder`` are skipped and listed.
     """
-    from qgraph.backends.shots import ShotsBackend
 
     error, source = readout_error()
     rows: list[dict[str, Any]] = []
@@ -113,7 +114,6 @@ def noisy_aer_lengths(
     noise at the same shots give the shot-noise floor.
     """
     from qgraph.backends.aer import AerBackend
-    from qgraph.backends.exact import ExactBackend
 
     exact_backend = ExactBackend()
     sampled = AerBackend(shots=shots, seed=seed)

@@ -16,6 +16,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from qgraph.reproduce.tables import results_table_rows, spread_note
 from qgraph.reproduce.train import METRICS
 from qgraph.review.plots import to_svg
 
@@ -198,8 +199,6 @@ def _figure_html(svg: str, caption: str) -> str:
 
 def render_page(results: dict[str, Any], folder: Path) -> str:
     """The page's HTML."""
-    from qgraph.reproduce import results_table_rows, spread_note
-
     preset = results["preset"]
     metrics = read_metrics(folder, results["runs"])
     parts = [

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from qgraph.errors import InputError
-from qgraph.reproduce import results_table_rows, spread_note
 from qgraph.reproduce.claims import claims_markdown
+from qgraph.reproduce.tables import results_table_rows, spread_note
 
 START = "<!-- results:start"
 END = "<!-- results:end -->"

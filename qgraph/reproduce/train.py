@@ -19,9 +19,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 import qgraph
+from qgraph.backends.exact import ExactBackend
+from qgraph.backends.shots import ShotsBackend
 from qgraph.data import batches
+from qgraph.models import minilm_path
 from qgraph.reproduce.arms import Arm, use_low_rank_table
 from qgraph.reproduce.distill import distill
 from qgraph.reproduce.presets import Preset
@@ -84,8 +88,6 @@ def build_model(preset: Preset, data: EncodedData, seed: int) -> nn.Module:
 
     torch.manual_seed(seed)
     if preset.pretrained:
-        from qgraph.models import minilm_path
-
         return transformers.AutoModelForSequenceClassification.from_pretrained(
             minilm_path(), num_labels=data.num_labels
         )
@@ -114,8 +116,6 @@ def build_arm(
         model.to(device)
     if arm.compile_options is None:
         return model, notes
-    from qgraph.backends.exact import ExactBackend
-    from qgraph.backends.shots import ShotsBackend
 
     backend = ShotsBackend(shots=preset.shots, seed=seed) if arm.shots else ExactBackend()
     example = next(batches(data.train_ids[:2], data.train_labels[:2], 2, shuffle=False))
@@ -264,7 +264,6 @@ def train_arm(
     ``stop_after`` stops (as a kill would) after that many steps of this call, leaving the
     checkpoint of the last ``checkpoint_every`` boundary: the tests resume from it.
     """
-    from tqdm.auto import tqdm
 
     folder.mkdir(parents=True, exist_ok=True)
     module, notes = build_arm(arm, preset, data, seed, device)
