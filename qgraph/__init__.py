@@ -16,8 +16,7 @@ from qgraph.errors import CaptureError, InputError, PolicyError, QGraphError, Un
 from qgraph.persist import load, save
 from qgraph.report import Report
 from qgraph.site import Site
-
-__version__ = "0.1.0"
+from qgraph.version import __version__
 
 
 def export_onnx(*args: Any, **kwargs: Any) -> Any:

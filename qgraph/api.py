@@ -7,25 +7,18 @@ from typing import Any
 
 from torch import nn
 
-from qgraph.backends import Backend, get_backend, resolve
-from qgraph.capture import Frontend, check_example_inputs
-from qgraph.compiled import (
-    DEFAULT_MAX_CAPTURES,
-    CompiledModule,
-    CompileSettings,
-    QRCEOptions,
-    analysis_pipeline,
-    rewrite_pipeline,
-)
+from qgraph.backends import Backend
+from qgraph.capture import Frontend
+from qgraph.compiled import CompiledModule, compile_module
 from qgraph.costing import (
     DEFAULT_CLASSICAL_DEVICE,
-    DEFAULT_DEVICE,
-    CostOptions,
     explain_site,
 )
+from qgraph.costmodel import devices as all_devices
 from qgraph.errors import InputError
-from qgraph.gradients import resolve_gradients
-from qgraph.policy import PolicyLike, validate_policy
+from qgraph.pipelines import analysis_pipeline, rewrite_pipeline
+from qgraph.policy import PolicyLike
+from qgraph.settings import DEFAULT_MAX_CAPTURES
 from qgraph.site import Site
 
 __all__ = [
@@ -91,44 +84,6 @@ def compile(
     Returns:
         A CompiledModule; ``.report`` lists every site, ``.graph_module`` is the rewritten graph.
     """
-    example_kwargs = {} if example_kwargs is None else example_kwargs
-    check_example_inputs(model, example_inputs, example_kwargs)
-    backend_key = resolve(backend)
-    gradients = resolve_gradients(gradient, backend_key, get_backend(backend_key).capabilities)
-    validate_policy(policy, embedding_tables)
-    costs = None
-    if policy == "auto" or device is not None or report_devices:
-        costs = CostOptions(
-            device=device or DEFAULT_DEVICE,
-            classical_device=classical_device,
-            precision=precision,
-            min_fidelity=min_fidelity,
-            report_devices=tuple(report_devices),
-            qrce_qubits=qrce_qubits,
-            qrce_layers=qrce_layers,
-            gradients=gradients,
-        )
-        costs.validate()
-    if not isinstance(qrce_qubits, int) or qrce_qubits < 2:
-        raise InputError(f"qrce_qubits must be an integer ≥ 2; got {qrce_qubits!r}.")
-    if not isinstance(qrce_layers, int) or qrce_layers < 1:
-        raise InputError(f"qrce_layers must be an integer ≥ 1; got {qrce_layers!r}.")
-    if qrce_init not in ("distill", "random"):
-        raise InputError(f"qrce_init must be 'distill' or 'random'; got {qrce_init!r}.")
-    if not isinstance(max_captures, int) or max_captures < 1:
-        raise InputError(f"max_captures must be an integer ≥ 1; got {max_captures!r}.")
-    settings = CompileSettings(
-        backend=backend_key,
-        gradients=gradients,
-        costs=costs,
-        policy=policy,
-        embedding_tables=tuple(embedding_tables),
-        qrce=QRCEOptions(qrce_qubits, qrce_layers, qrce_init),
-        seed=seed,
-        frontend=frontend,
-        precision=precision,
-        max_captures=max_captures,
-    )
     options = {
         "backend": backend,
         "gradient": gradient,
@@ -137,8 +92,8 @@ def compile(
         "precision": precision,
         "min_fidelity": min_fidelity,
         "classical_device": classical_device,
-        "report_devices": tuple(report_devices),
-        "embedding_tables": tuple(embedding_tables),
+        "report_devices": report_devices,
+        "embedding_tables": embedding_tables,
         "qrce_qubits": qrce_qubits,
         "qrce_layers": qrce_layers,
         "qrce_init": qrce_init,
@@ -146,7 +101,7 @@ def compile(
         "frontend": frontend,
         "max_captures": max_captures,
     }
-    return CompiledModule(model, tuple(example_inputs), dict(example_kwargs), settings, options)
+    return compile_module(model, example_inputs, example_kwargs, options)
 
 
 def explain(cm: CompiledModule, site: int | str | Site, *, file: Any = None) -> str:
@@ -172,6 +127,4 @@ def explain(cm: CompiledModule, site: int | str | Site, *, file: Any = None) -> 
 
 def devices() -> list[Any]:
     """The device profiles the cost model knows (quantum, simulators, classical)."""
-    from qgraph.costmodel import devices as all_devices
-
     return all_devices()

@@ -194,7 +194,7 @@ def command_inspect(arguments: argparse.Namespace) -> None:
 
 
 def command_export(arguments: argparse.Namespace) -> None:
-    from qgraph.onnx import export_onnx
+    from qgraph.onnx import export_onnx  # the optional onnx extra
 
     if os.path.exists(arguments.out) and not os.path.isdir(arguments.out):
         raise UsageError(f"-o {arguments.out} is a file; name a folder (it is created).")
@@ -252,7 +252,7 @@ def _preset_changes(settings: list[str]) -> dict[str, Any]:
 
 def command_reproduce(arguments: argparse.Namespace) -> None:
     """Train the preset's arms × seeds and write results.json, results.md and results.html."""
-    from qgraph.reproduce import reproduce
+    from qgraph.reproduce import reproduce  # the optional hf extra (transformers, tqdm)
     from qgraph.reproduce.presets import get_preset
 
     preset = get_preset(arguments.preset).with_options(**_preset_changes(arguments.set))
@@ -324,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--quick", action="store_true")
     calibrate.add_argument("--out", default=None, help="directory (default: user profiles)")
     calibrate.set_defaults(run=command_calibrate)
+    # the optional hf extra (transformers, tqdm) loads with the reproduction package
     from qgraph.reproduce.arms import ARMS
     from qgraph.reproduce.presets import PRESETS
 

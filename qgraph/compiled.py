@@ -14,8 +14,8 @@ import contextlib
 import inspect
 import itertools
 import threading
-from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,127 +25,27 @@ from torch import nn
 
 from qgraph.backends import get_backend, resolve
 from qgraph.calls import BoundCall, CallBinder
-from qgraph.capture import Captured, Frontend, capture, raise_if_model_fails
-from qgraph.costing import CostOptions, SiteCosts
+from qgraph.capture import Captured, capture, raise_if_model_fails
+from qgraph.costing import SiteCosts
 from qgraph.errors import CaptureError, InputError
+from qgraph.generation import generation_view
 from qgraph.gradients import resolve_gradients
+from qgraph.graph_capture import GraphCapture, shape_guard
 from qgraph.layers import QRCEEmbedding, QRCEOptions
-from qgraph.passes.analysis.build_sites import BuildSites
-from qgraph.passes.analysis.cost_sites import CostSites
-from qgraph.passes.analysis.decide_offload import DecideOffload, decided_sites
-from qgraph.passes.analysis.find_sites import FindCandidates
-from qgraph.passes.analysis.flops import CountFlopsBytes
-from qgraph.passes.analysis.mask_kind import ClassifyMasks
-from qgraph.passes.analysis.shape_prop import ShapePropagation
-from qgraph.passes.base import PassManager, PropertySet
+from qgraph.passes.analysis.decide_offload import decided_sites
+from qgraph.passes.base import PropertySet
 from qgraph.passes.lower.bind_backend import BindBackend
-from qgraph.passes.rewrite.replace_attention import ReplaceAttention
-from qgraph.passes.rewrite.replace_embedding import ReplaceEmbedding
+from qgraph.pipelines import analysis_pipeline, decision_pipeline, rewrite_pipeline
 from qgraph.policy import PolicyLike
+from qgraph.records import load_layer_states, module_record, rebuild_options
 from qgraph.report import Report
+from qgraph.settings import DEFAULT_MAX_CAPTURES, CompileSettings, compile_settings
 from qgraph.site import Site
 
 if TYPE_CHECKING:
     from qgraph.scheduler.timeline import Timeline
 
 _compile_ids = itertools.count()
-
-#: graphs a compiled module may capture before it refuses (torch.compile's recompile limit
-#: is 8 per frame; a module here has two modes and often a batch-1 specialisation)
-DEFAULT_MAX_CAPTURES = 16
-
-
-def analysis_pipeline(normalize_path: Callable[[str], str] | None = None) -> PassManager:
-    """The analysis passes that find the sites, in dependency order (``normalize_path``:
-    see ``BuildSites``)."""
-    return PassManager(
-        [
-            FindCandidates(),
-            ShapePropagation(),
-            ClassifyMasks(),
-            CountFlopsBytes(),
-            BuildSites() if normalize_path is None else BuildSites(normalize_path),
-        ]
-    )
-
-
-def decision_pipeline() -> PassManager:
-    """The analysis passes that cost the sites and decide on them, after
-    ``analysis_pipeline``."""
-    return PassManager([CostSites(), DecideOffload()])
-
-
-def rewrite_pipeline() -> PassManager:
-    """The rewrite and lowering passes, in order."""
-    return PassManager([ReplaceAttention(), ReplaceEmbedding(), BindBackend()])
-
-
-def _shape_guard(gm: fx.GraphModule, range_constraints: dict[Any, Any]) -> Any:
-    """A predicate: do these flat inputs fit the shapes the graph was captured for?"""
-    specs = []
-    for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            value = node.meta.get("val")
-            specs.append(tuple(value.shape) if isinstance(value, torch.Tensor) else None)
-
-    def fits(flat: list[Any]) -> bool:
-        bindings: dict[Any, int] = {}
-        for spec, x in zip(specs, flat, strict=True):
-            if spec is None:
-                continue
-            if not isinstance(x, torch.Tensor) or x.dim() != len(spec):
-                return False
-            for dim, size in zip(spec, x.shape, strict=True):
-                if isinstance(dim, int):
-                    if dim != size:
-                        return False
-                    continue
-                expr = dim.node.expr
-                if not expr.is_Symbol:
-                    continue  # derived sizes are checked by the graph's own guards
-                if bindings.setdefault(expr, size) != size:
-                    return False
-                bounds = range_constraints.get(expr)
-                if bounds is not None and not (bounds.lower <= size <= bounds.upper):
-                    return False
-        return True
-
-    return fits
-
-
-@dataclass(frozen=True)
-class CompileSettings:
-    """Everything ``qgraph.compile`` resolved and validated, as the module uses it."""
-
-    backend: str  # registry key (qgraph.backends)
-    gradients: dict[str, str]  # kernel -> backward method
-    costs: CostOptions | None  # None: the cost model does not run
-    policy: PolicyLike
-    embedding_tables: tuple[str, ...]
-    qrce: QRCEOptions
-    seed: int
-    frontend: Frontend
-    precision: float
-    max_captures: int
-
-
-@dataclass
-class GraphCapture:
-    """One captured and rewritten graph, and which calls it serves."""
-
-    graph_module: fx.GraphModule
-    captured: Captured
-    fits: Callable[[list[Any]], bool]  # the shape guard
-    training: bool
-    structure: Hashable
-
-    def flatten(self, call: BoundCall) -> list[Any]:
-        """The call's leaves in the order of the graph's placeholders."""
-        return self.captured.flatten_inputs(call.args, call.kwargs)
-
-    def run(self, call: BoundCall) -> Any:
-        """Run the graph on a call it serves."""
-        return self.graph_module(*call.args, **call.kwargs)
 
 
 def _tensors(module: nn.Module) -> Iterator[torch.Tensor]:
@@ -263,7 +163,7 @@ class CompiledModule(nn.Module):
         entry = GraphCapture(
             gm,
             captured,
-            _shape_guard(gm, captured.range_constraints),
+            shape_guard(gm, captured.range_constraints),
             self.training,
             call.structure,
         )
@@ -432,7 +332,7 @@ class CompiledModule(nn.Module):
                 "through a captured graph); drop use_cache=True."
             )
         kwargs["use_cache"] = False
-        view: Any = _generation_view(self)
+        view: Any = generation_view(self.model, self)
         return view.generate(*args, **kwargs)
 
     def report_site(self, key: str) -> Site:
@@ -508,10 +408,13 @@ class CompiledModule(nn.Module):
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         """Pickling (``torch.save(cm)``, ``copy.deepcopy``) stores the model and how it was
-        compiled, and compiles again when loaded (``qgraph.save`` writes only the state)."""
-        from qgraph.persist import pickle_state, restore_pickled
-
-        return restore_pickled, (pickle_state(self),)
+        compiled (``qgraph.records``), and compiles again when loaded (``qgraph.save``
+        writes only the state)."""
+        record = module_record(self)
+        record["model"] = self.model
+        if record["options"]["backend"] is None:
+            record["options"]["backend"] = self.backend
+        return _restore_pickled, (record,)
 
     @property
     def model(self) -> nn.Module:
@@ -582,23 +485,26 @@ def _compiled_class(model: nn.Module) -> type[CompiledModule]:
     return type(name, (CompiledModule,), {"forward": forward, "__module__": __name__})
 
 
-def _generation_view(cm: CompiledModule) -> nn.Module:
-    """The model seen through a subclass whose forward is ``cm``'s: ``generate`` and the
-    decoding loops it calls (``_sample``, ...) then run every step through the compiled
-    graph, while reading and writing the model's own attributes (the view shares its
-    ``__dict__``). The model itself is untouched, so captures still trace its own forward."""
-    model = cm.model
-    cls = type(model)
+def compile_module(
+    model: nn.Module,
+    example_inputs: tuple[Any, ...],
+    example_kwargs: dict[str, Any] | None,
+    options: Mapping[str, Any],
+) -> CompiledModule:
+    """``qgraph.compile`` with its options as a mapping (every name of ``OPTION_NAMES``):
+    check and resolve them, then capture and rewrite."""
+    settings, given = compile_settings(model, example_inputs, example_kwargs, options)
+    kwargs = {} if example_kwargs is None else example_kwargs
+    return CompiledModule(model, tuple(example_inputs), dict(kwargs), settings, given)
 
-    def forward(view: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        return cm(*args, **kwargs)
 
-    view_cls = type(
-        f"Compiled{cls.__name__}", (cls,), {"forward": forward, "__module__": cls.__module__}
-    )
-    view: nn.Module = object.__new__(view_cls)
-    object.__setattr__(view, "__dict__", model.__dict__)
-    return view
+def _restore_pickled(record: dict[str, Any]) -> CompiledModule:
+    """Compile the pickled model again with the pickled record (``__reduce_ex__``)."""
+    example = record["example"]
+    options = rebuild_options(record, {})
+    cm = compile_module(record["model"], tuple(example["args"]), dict(example["kwargs"]), options)
+    load_layer_states(cm, record)
+    return cm
 
 
 def _policy_name(policy: PolicyLike) -> str:
@@ -612,6 +518,7 @@ __all__ = [
     "GraphCapture",
     "QRCEOptions",
     "analysis_pipeline",
+    "compile_module",
     "decision_pipeline",
     "rewrite_pipeline",
 ]

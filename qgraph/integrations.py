@@ -10,6 +10,8 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
+from qgraph.api import compile as compile_model
+from qgraph.compiled import CompiledModule
 from qgraph.errors import InputError
 
 #: sentences to capture with when the caller gives none (two, so the batch stays dynamic)
@@ -29,8 +31,6 @@ def compile_sentence_transformer(
     run through the rewritten graph. ``compile_options`` go to ``qgraph.compile``.
     Returns the ``CompiledModule`` (its ``report`` says what was offloaded).
     """
-    import qgraph
-
     try:
         holder = sentence_transformer[0]
         model = holder.model
@@ -39,7 +39,7 @@ def compile_sentence_transformer(
             "compile_sentence_transformer takes a sentence_transformers.SentenceTransformer "
             f"whose first module holds a Hugging Face model; got {type(sentence_transformer)}."
         ) from None
-    if isinstance(model, qgraph.CompiledModule):
+    if isinstance(model, CompiledModule):
         raise InputError("this SentenceTransformer's model is compiled already.")
     if isinstance(example_texts, str) or len(example_texts) < 2:
         raise InputError(
@@ -50,6 +50,6 @@ def compile_sentence_transformer(
     accepted = inspect.signature(model.forward).parameters
     example = {name: value for name, value in features.items() if name in accepted}
     example["return_dict"] = True  # what the Transformer module passes on every call
-    compiled = qgraph.compile(model, (), example, **compile_options)
+    compiled = compile_model(model, (), example, **compile_options)
     holder.model = compiled
     return compiled

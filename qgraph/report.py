@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from qgraph.review import write_html
 from qgraph.site import Site
 
 if TYPE_CHECKING:
@@ -145,8 +146,6 @@ class Report:
         ``timeline`` default to the ones the compiled module and the scheduler recorded here.
         Needs matplotlib: ``pip install 'qgraph[report]'``.
         """
-        from qgraph.review import write_html
-
         return write_html(
             self,
             path,

@@ -6,10 +6,45 @@ import copy
 
 import pytest
 import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 import qgraph
 from panel import DEFAULT_TRAIN_LR, PANEL, TRAIN_LR, float_leaves, main_output
+from qgraph.kernels.qaap import qaap_attention
+from qgraph.kernels.qrce import qrce_token_features
+from qgraph.layers import QRCEEmbedding
 from qgraph.models import ModelCase, example_ids
+
+#: the name the hand-built reference registers its attention (and mask) function under
+REFERENCE_ATTENTION = "qgraph_qaap_reference"
+
+
+def _qaap_reference_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    *args: object,
+    **kwargs: object,
+) -> tuple[torch.Tensor, None]:
+    """QAAP as a Hugging Face attention function: (B, H, S, D) in, (B, S, H, D) out. The
+    mask is HF's eager one (additive, causal where the model is), so no flag is needed."""
+    out, _ = qaap_attention(query, key, value, attention_mask, False)
+    return out.transpose(1, 2).contiguous(), None
+
+
+class _HandQRCE(torch.nn.Module):
+    """A QRCE embedding written out by hand: statevector features, then the read-out."""
+
+    def __init__(self, layer: QRCEEmbedding) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        layer = self.layer
+        return layer.proj(qrce_token_features(ids, layer.angles, layer.weights, layer.structure))
 
 
 def test_policy_none_is_bit_identical_to_eager(case: ModelCase) -> None:
@@ -29,6 +64,29 @@ def test_policy_none_is_bit_identical_to_eager(case: ModelCase) -> None:
         from_graph = float_leaves(graph(*call.args, **call.kwargs))
     assert len(from_graph) == len(expected)
     for g, e in zip(from_graph, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+
+
+def test_policy_all_equals_the_model_with_qaap_and_qrce_swapped_in_by_hand(
+    case: ModelCase,
+) -> None:
+    """The compiled graph against an eager reference built without qgraph's passes: the
+    model's own attention interface runs QAAP, and its word embedding is QRCE."""
+    if case.name == "encoder":
+        pytest.skip("nn.TransformerEncoder has no attention hook to swap a kernel in by hand")
+    AttentionInterface.register(REFERENCE_ATTENTION, _qaap_reference_attention)
+    AttentionMaskInterface.register(REFERENCE_ATTENTION, eager_mask)
+    case.model.eval()
+    cm = qgraph.compile(case.model, case.args, case.kwargs, policy="all")
+    reference = copy.deepcopy(case.model)
+    (layer,) = cm.quantum_layers.values()
+    reference.set_input_embeddings(_HandQRCE(layer))
+    reference.set_attn_implementation(REFERENCE_ATTENTION)
+    with torch.no_grad():
+        got = float_leaves(cm(*case.args, **case.kwargs))
+        expected = float_leaves(reference(*case.args, **case.kwargs))
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
 

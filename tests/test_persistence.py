@@ -94,6 +94,9 @@ def test_load_refuses_other_files_and_classes(tmp_path: Path) -> None:
         qgraph.load(tmp_path / "missing.pt", case.model)
     with pytest.raises(qgraph.InputError, match="takes the CompiledModule"):
         qgraph.save(case.model, tmp_path / "x.pt")  # type: ignore[arg-type]
+    # a misspelt override names the options there are
+    with pytest.raises(qgraph.InputError, match=r"unknown compile option\(s\) \['bakend'\]"):
+        qgraph.load(tmp_path / "cm.pt", case.model, bakend="shots")
 
 
 def test_torch_save_and_deepcopy_compile_again(tmp_path: Path) -> None:

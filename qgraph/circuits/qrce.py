@@ -8,6 +8,9 @@ the CNOT ring CX(0,1), …, CX(q-2,q-1), CX(q-1,0) (the last one only when q > 2
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -16,7 +19,7 @@ from qiskit.quantum_info import SparsePauliOp
 
 from qgraph.kernels.qrce import QRCEStructure
 
-__all__ = ["qrce_circuit", "qrce_observables", "qrce_template"]
+__all__ = ["append_layer", "qrce_circuit", "qrce_observables", "qrce_template"]
 
 
 def qrce_template(
@@ -32,22 +35,34 @@ def qrce_template(
     alpha = ParameterVector("alpha", q)
     theta = ParameterVector("theta", n_layers * q)
     circuit = QuantumCircuit(q, name=f"qrce_q{q}_l{n_layers}_s{structure.seed}")
-    for layer, axes in enumerate(structure.axes):
-        for i in range(q):
-            circuit.ry(alpha[i], i)
-        for i, axis in enumerate(axes):
-            angle = theta[layer * q + i]
-            if axis == "x":
-                circuit.rx(angle, i)
-            elif axis == "y":
-                circuit.ry(angle, i)
-            else:
-                circuit.rz(angle, i)
-        for i in range(q - 1):
-            circuit.cx(i, i + 1)
-        if q > 2:
-            circuit.cx(q - 1, 0)
+    for layer in range(n_layers):
+        append_layer(circuit, structure, layer, alpha, theta[layer * q : (layer + 1) * q])
     return circuit, alpha, theta
+
+
+def append_layer(
+    circuit: QuantumCircuit,
+    structure: QRCEStructure,
+    layer: int,
+    alpha: Sequence[Any],
+    theta: Sequence[Any],
+) -> None:
+    """One QRCE layer: RY(α_i) re-uploads, the layer's rotations R_axis(θ_i), then the CX
+    ring (a chain for q = 2). ``alpha`` and ``theta`` hold q parameters or numbers each."""
+    q = structure.n_qubits
+    for i in range(q):
+        circuit.ry(alpha[i], i)
+    for i, axis in enumerate(structure.axes[layer]):
+        if axis == "x":
+            circuit.rx(theta[i], i)
+        elif axis == "y":
+            circuit.ry(theta[i], i)
+        else:
+            circuit.rz(theta[i], i)
+    for i in range(q - 1):
+        circuit.cx(i, i + 1)
+    if q > 2:
+        circuit.cx(q - 1, 0)
 
 
 def qrce_observables(structure: QRCEStructure) -> list[SparsePauliOp]:

@@ -32,6 +32,7 @@ import torch
 from qiskit import QuantumCircuit, transpile
 from qiskit.circuit import ParameterVector
 
+from qgraph.circuits.qrce import append_layer
 from qgraph.circuits.rotation_tree import amplitude_tree_angles, append_amplitude_tree
 from qgraph.kernels.qaap import qaap_register_sizes
 from qgraph.kernels.qrce import QRCEStructure
@@ -157,21 +158,9 @@ def qrce_layer_template(
     alpha = ParameterVector("alpha", n_layers * q)
     theta = ParameterVector("theta", n_layers * q)
     circuit = QuantumCircuit(q, name=f"qrce_layers_q{q}_l{n_layers}_s{structure.seed}")
-    for layer, axes in enumerate(structure.axes):
-        for i in range(q):
-            circuit.ry(alpha[layer * q + i], i)
-        for i, axis in enumerate(axes):
-            angle = theta[layer * q + i]
-            if axis == "x":
-                circuit.rx(angle, i)
-            elif axis == "y":
-                circuit.ry(angle, i)
-            else:
-                circuit.rz(angle, i)
-        for i in range(q - 1):
-            circuit.cx(i, i + 1)
-        if q > 2:
-            circuit.cx(q - 1, 0)
+    for layer in range(n_layers):
+        span = slice(layer * q, (layer + 1) * q)
+        append_layer(circuit, structure, layer, alpha[span], theta[span])
     if measure:
         circuit.measure_all()
     return circuit, alpha, theta

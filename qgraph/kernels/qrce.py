@@ -348,10 +348,8 @@ def qrce_probabilities(
         qiskit's order), in the promoted dtype of the inputs; ``qrce_features`` is this
         times ``readout_signs``. Differentiable.
     """
-    _check_inputs(angles, weights, structure)
-    out_dtype, rdtype, cdtype = _work_dtypes(angles, weights)
-    gates = _fused_gates(angles.to(rdtype), weights.to(rdtype), structure, cdtype)
-    return _simulate_probabilities(gates, structure).to(out_dtype)
+    probs, out_dtype = _token_probabilities(angles, weights, structure)
+    return probs.to(out_dtype)
 
 
 def qrce_features(
@@ -368,12 +366,20 @@ def qrce_features(
         (U, 2q) features ⟨Z_0⟩..⟨Z_{q-1}⟩, ⟨Z_0Z_1⟩..⟨Z_{q-1}Z_0⟩, in the promoted dtype of
         ``angles`` and ``weights``. Differentiable by autograd w.r.t. both inputs.
     """
+    probs, out_dtype = _token_probabilities(angles, weights, structure)
+    features = probs @ _readout_signs(structure.n_qubits, angles.device, probs.dtype)
+    return features.to(out_dtype)
+
+
+def _token_probabilities(
+    angles: torch.Tensor, weights: torch.Tensor, structure: QRCEStructure
+) -> tuple[torch.Tensor, torch.dtype]:
+    """Checked inputs → (U, 2^q) probabilities in the real compute dtype, and the dtype the
+    caller returns (the inputs' promoted one)."""
     _check_inputs(angles, weights, structure)
     out_dtype, rdtype, cdtype = _work_dtypes(angles, weights)
     gates = _fused_gates(angles.to(rdtype), weights.to(rdtype), structure, cdtype)
-    probs = _simulate_probabilities(gates, structure)
-    features = probs @ _readout_signs(structure.n_qubits, angles.device, rdtype)
-    return features.to(out_dtype)
+    return _simulate_probabilities(gates, structure), out_dtype
 
 
 def _check_layer_inputs(

@@ -16,19 +16,28 @@ exporter can keep them, and the manifest says when it could not.
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import re
 import warnings
 from collections.abc import Iterator
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import onnx
+import onnxscript
 import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
+from qiskit import qasm3
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from torch.export import Dim
 
+from qgraph.circuits.qaap import qaap_registers
+from qgraph.circuits.templates import qaap_template, qrce_layer_template
+from qgraph.compiled import CompiledModule
 from qgraph.errors import InputError, QGraphError
 from qgraph.onnx.manifest import (
     Manifest,
@@ -38,10 +47,12 @@ from qgraph.onnx.manifest import (
     tensor_spec,
 )
 from qgraph.onnx.partition import Partition, split
+from qgraph.onnx.runtime import run
 from qgraph.onnx.schemas import attributes_of, is_quantum_node, translation_table
+from qgraph.scheduler import is_quantum
+from qgraph.version import __version__
 
 if TYPE_CHECKING:
-    from qgraph.api import CompiledModule
     from qgraph.site import Site
 
 MODEL_NAME = "model.onnx"
@@ -108,8 +119,6 @@ def flat_module(
 def _with_exact_backend(flat: fx.GraphModule) -> fx.GraphModule:
     """A copy of ``flat`` whose quantum ops run on the exact backend (the verification's
     reference: the export is checked, not the sampling noise or a remote device)."""
-    from qgraph.scheduler import is_quantum
-
     graph = fx.Graph()
     graph.output(graph.graph_copy(flat.graph, {}))
     for node in graph.nodes:
@@ -178,8 +187,6 @@ def _to_onnx(
     notes: list[str],
 ) -> onnx.ModelProto:
     """torch.onnx (dynamo) with every input size dynamic; static sizes when that fails."""
-    from torch.export import Dim
-
     options: dict[str, Any] = {
         "dynamo": True,
         "input_names": input_names,
@@ -208,10 +215,6 @@ def _to_onnx(
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence the exporter's per-op progress prints (the caller shows its own progress)."""
-    import io
-    import logging
-    from contextlib import redirect_stdout
-
     logger = logging.getLogger("torch.onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -232,9 +235,6 @@ def _quiet() -> Iterator[None]:
 def _circuit(site: Site, cm: CompiledModule) -> tuple[int, Any]:
     """(qubits, template circuit) of a site's quantum op at the compile example's shapes
     (the report's: the same shapes its shots and costs are for)."""
-    from qgraph.circuits.qaap import qaap_registers
-    from qgraph.circuits.templates import qaap_template, qrce_layer_template
-
     if site.op == "qaap":
         assert site.kv_len is not None and site.head_dim is not None
         registers = qaap_registers(site.kv_len, site.head_dim)
@@ -258,8 +258,6 @@ def _shots(site: Site, cm: CompiledModule) -> int:
 
 def annotate(model: onnx.ModelProto, cm: CompiledModule) -> dict[str, Site]:
     """Add the review attributes to every quantum node of ``model``; node name → its Site."""
-    from qiskit import qasm3
-
     found: dict[str, Site] = {}
     for node in model.graph.node:
         if not is_quantum_node(node):
@@ -325,12 +323,9 @@ def _partition_spec(
 
 
 def _versions() -> dict[str, str]:
-    import onnxscript
-
-    import qgraph
 
     return {
-        "qgraph": qgraph.__version__,
+        "qgraph": __version__,
         "torch": torch.__version__,
         "onnx": onnx.__version__,
         "onnxscript": onnxscript.__version__,
@@ -383,8 +378,6 @@ def _write_partitions(
 def _verify(manifest: Manifest, reference_module: fx.GraphModule, tensors: list[Any]) -> None:
     """Run the partitioned form on the exact backend against the PyTorch graph (also on the
     exact backend) and record the largest difference in the manifest."""
-    from qgraph.onnx.runtime import run
-
     assert manifest.directory is not None
     try:
         with torch.no_grad():
@@ -432,8 +425,6 @@ def export_onnx(
     backend, whatever the module is bound to) is recorded in the manifest.
     Returns the manifest.
     """
-    from qgraph.api import CompiledModule
-
     if not isinstance(cm, CompiledModule):
         raise InputError(
             f"export_onnx takes the CompiledModule that qgraph.compile returned; got "

@@ -22,6 +22,7 @@ import networkx as nx
 import onnx
 
 from qgraph.errors import QGraphError
+from qgraph.onnx.schemas import REVIEW_DOMAIN, attributes_of
 
 FORMAT = "qgraph.partitioned-onnx"
 FORMAT_VERSION = 1
@@ -253,8 +254,6 @@ def tensor_spec(value: onnx.ValueInfoProto) -> TensorSpec:
 
 def _check_quantum_file(spec: PartitionSpec, graph: onnx.GraphProto) -> None:
     """A quantum partition file holds exactly its one node, and the manifest describes it."""
-    from qgraph.onnx.schemas import REVIEW_DOMAIN, attributes_of
-
     if len(graph.node) != 1 or graph.node[0].domain != REVIEW_DOMAIN:
         raise ManifestError(
             f"partition {spec.id} is listed as quantum but {spec.file} does not hold exactly "
@@ -286,8 +285,6 @@ def _check_quantum_file(spec: PartitionSpec, graph: onnx.GraphProto) -> None:
 
 def _check_contents(manifest: Manifest, directory: Path) -> None:
     """Each file agrees with the manifest, and the partitions are the whole model's nodes."""
-    from qgraph.onnx.schemas import REVIEW_DOMAIN
-
     model = onnx.load(str(directory / manifest.model["file"]), load_external_data=False).graph
     for kind, declared, listed in (
         ("inputs", model.input, manifest.inputs),

@@ -18,7 +18,9 @@ import numpy as np
 import onnx
 import torch
 
+from qgraph.backends import get_backend, resolve
 from qgraph.errors import InputError, MissingDependencyError
+from qgraph.kernels.qrce import QRCEStructure
 from qgraph.onnx.manifest import Manifest, PartitionSpec, TensorSpec, load_manifest
 from qgraph.onnx.schemas import (
     REVIEW_DOMAIN,
@@ -114,8 +116,6 @@ def _qrce(
     site: str,
 ) -> np.ndarray:
     """QRCE features of arrays on a backend, without autograd."""
-    from qgraph.kernels.qrce import QRCEStructure
-
     structure = QRCEStructure.from_seed(angle_table.shape[-1], weights.shape[0], int(seed))
     with torch.no_grad():
         out = _backend(backend).qrce(
@@ -146,8 +146,6 @@ def _tensor(value: np.ndarray) -> torch.Tensor:
 
 
 def _backend(name: Any) -> Any:
-    from qgraph.backends import get_backend, resolve
-
     return get_backend(resolve(name))
 
 
@@ -240,8 +238,6 @@ def runnable_model(model: onnx.ModelProto | str | Path, backend: Any = "exact") 
     onnxruntime-extensions runs Python ops), keep only the attributes the ops read, and name
     the qgraph backend (a registered name) they run on.
     """
-    from qgraph.backends import resolve
-
     backend_key = resolve(backend)  # a registered name, or an instance (registered now)
     proto = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
     runnable = onnx.ModelProto()

@@ -113,7 +113,7 @@ def noisy_aer_lengths(
     ‖noisy − exact‖ / ‖exact‖ over the whole (n, d) output; the same circuits sampled without
     noise at the same shots give the shot-noise floor.
     """
-    from qgraph.backends.aer import AerBackend
+    from qgraph.backends.aer import AerBackend  # needs the optional qiskit-aer
 
     exact_backend = ExactBackend()
     sampled = AerBackend(shots=shots, seed=seed)

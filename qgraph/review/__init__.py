@@ -54,7 +54,7 @@ def render_html(
     timeline's Chrome-trace JSON when it was written somewhere.
     """
     _require_matplotlib()
-    from qgraph.review import html
+    from qgraph.review import html  # plots with the optional matplotlib
 
     return html.render_html(
         report, graph_module=graph_module, timeline=timeline, trace_href=trace_href
@@ -85,7 +85,7 @@ def write_html(
             f"cannot write {path}: the folder {path.parent} does not exist; create it first."
         )
     _require_matplotlib()
-    from qgraph.review import html
+    from qgraph.review import html  # plots with the optional matplotlib
 
     trace_href = None
     if timeline is not None and timeline.events:

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from qgraph.scheduler import is_quantum
 from qgraph.site import Site
 
 if TYPE_CHECKING:
@@ -69,8 +70,6 @@ def timeline_fits(gm: Any, timeline: Timeline) -> bool:
     A step that ran another graph (train mode, another input shape) must not weigh this
     one's partitions by node names that merely coincide.
     """
-    from qgraph.scheduler import is_quantum
-
     nodes = {node.name: node for node in gm.graph.nodes}
     named = [e for e in timeline.events if e.node is not None and e.phase == "forward"]
     return bool(named) and all(

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from qgraph.review import plots
 from qgraph.review.data import (
     GraphNode,
@@ -25,6 +27,8 @@ from qgraph.review.data import (
     step_times,
     timeline_fits,
 )
+from qgraph.scheduler import partition_dag
+from qgraph.version import __version__
 
 if TYPE_CHECKING:
     from qgraph.report import Report
@@ -99,10 +103,6 @@ def _figure(svg: str, caption: str) -> str:
 
 
 def _versions() -> tuple[str, str]:
-    import torch
-
-    from qgraph import __version__
-
     return __version__, str(torch.__version__)
 
 
@@ -145,7 +145,6 @@ def _graph_section(report: Report, gm: Any, timeline: Timeline | None) -> str:
             "module. Reports made by <code>qgraph.compile</code> carry the rewritten graph; "
             "otherwise pass <code>graph_module=</code> to <code>to_html</code>.</p>"
         )
-    from qgraph.scheduler import partition_dag
 
     fits = timeline is not None and timeline_fits(gm, timeline)
     dag = partition_dag(gm, timeline if fits else None)
