@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from qgraph.passes.analysis.build_sites import BuildSites
+from qgraph.passes.analysis.classify_masks import ClassifyMasks
 from qgraph.passes.analysis.cost_sites import CostSites
+from qgraph.passes.analysis.count_flops_bytes import CountFlopsBytes
 from qgraph.passes.analysis.decide_offload import DecideOffload
-from qgraph.passes.analysis.find_sites import FindCandidates
-from qgraph.passes.analysis.flops import CountFlopsBytes
-from qgraph.passes.analysis.mask_kind import ClassifyMasks
-from qgraph.passes.analysis.shape_prop import ShapePropagation
+from qgraph.passes.analysis.find_candidates import FindCandidates
+from qgraph.passes.analysis.shape_propagation import ShapePropagation
 from qgraph.passes.base import PassManager
 from qgraph.passes.lower.bind_backend import BindBackend
 from qgraph.passes.rewrite.replace_attention import ReplaceAttention

@@ -144,3 +144,19 @@ def test_the_checker_sees_function_level_imports_and_cycles(tmp_path: Path) -> N
         False,
         1,
     ) in edges
+
+
+def test_each_pass_lives_in_a_file_named_after_it() -> None:
+    """One pass per file, the file named as the pass in snake case (FindCandidates →
+    find_candidates.py), so the pass table in passes/README.md leads straight to the code."""
+    misplaced = []
+    for path in (ROOT / "passes").rglob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            bases = (
+                {ast.unparse(b) for b in node.bases} if isinstance(node, ast.ClassDef) else set()
+            )
+            if bases & {"AnalysisPass", "RewritePass"}:
+                expected = "".join(f"_{c.lower()}" if c.isupper() else c for c in node.name)
+                if path.stem != expected.lstrip("_"):
+                    misplaced.append(f"{node.name} in {path.relative_to(ROOT)}")
+    assert not misplaced, f"passes in files not named after them: {misplaced}"

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import qgraph
-from qgraph.passes.analysis.flops import FLOP_RULES
-from qgraph.passes.analysis.mask_kind import classify_mask
+from qgraph.passes.analysis.classify_masks import classify_mask
+from qgraph.passes.analysis.count_flops_bytes import FLOP_RULES
 from qgraph.passes.analysis.patterns import ALL_PATTERNS
 
 aten = torch.ops.aten
