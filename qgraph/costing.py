@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qgraph import costmodel
+from qgraph.costmodel.resources import precision_error
 from qgraph.errors import InputError
 from qgraph.site import Site
 
@@ -58,8 +59,9 @@ class CostOptions:
             raise InputError(f"device {self.device!r} is classical; name a quantum device.")
         if costmodel.load(self.classical_device).kind != "classical":
             raise InputError(f"classical_device {self.classical_device!r} is not classical.")
-        if not 0.0 < self.precision <= 1.0:
-            raise InputError(f"precision must lie in (0, 1]; got {self.precision!r}.")
+        problem = precision_error(self.precision)
+        if problem is not None:
+            raise InputError(problem)
         if not 0.0 <= self.min_fidelity <= 1.0:
             raise InputError(f"min_fidelity must lie in [0, 1]; got {self.min_fidelity!r}.")
 

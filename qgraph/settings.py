@@ -11,6 +11,7 @@ from torch import nn
 from qgraph.backends import get_backend, resolve
 from qgraph.capture import Frontend, check_example_inputs
 from qgraph.costing import DEFAULT_DEVICE, CostOptions
+from qgraph.costmodel.resources import precision_error
 from qgraph.errors import InputError
 from qgraph.gradients import resolve_gradients
 from qgraph.layers import QRCEOptions
@@ -89,6 +90,9 @@ def compile_settings(
     backend_key = resolve(backend)
     gradients = resolve_gradients(gradient, backend_key, get_backend(backend_key).capabilities)
     validate_policy(policy, embedding_tables)
+    problem = precision_error(precision)  # also sets the shots of sampled sites, any policy
+    if problem is not None:
+        raise InputError(problem)
     costs = None
     if policy == "auto" or device is not None or report_devices:
         costs = CostOptions(

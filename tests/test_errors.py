@@ -94,7 +94,9 @@ def test_auto_policy_with_an_unknown_device_lists_the_known_ones(bert) -> None:
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("precision", 0.0, r"precision must lie in \(0, 1\]"),
+        ("precision", 0.0, r"precision is the target standard error .* in \(0, 1\]; got 0.0"),
+        ("precision", "0.1", r"must be a number in \(0, 1\]; got '0.1'"),
+        ("precision", float("nan"), r"must be a number in \(0, 1\]; got nan"),
         ("min_fidelity", 1.5, r"min_fidelity must lie in \[0, 1\]"),
         ("device", "cpu_local", "is classical; name a quantum device"),
         ("classical_device", "ibm_heron_r2", "is not classical"),
@@ -103,6 +105,12 @@ def test_auto_policy_with_an_unknown_device_lists_the_known_ones(bert) -> None:
 def test_bad_cost_options(bert, option: str, value: object, message: str) -> None:
     with pytest.raises(qgraph.InputError, match=message):
         qgraph.compile(bert.model, bert.args, bert.kwargs, **{option: value})
+
+
+def test_precision_is_checked_under_every_policy(bert) -> None:
+    # the ONNX export writes it into the quantum nodes' attributes, costed or not
+    with pytest.raises(qgraph.InputError, match=r"must be a number in \(0, 1\]; got nan"):
+        qgraph.compile(bert.model, bert.args, bert.kwargs, policy="all", precision=float("nan"))
 
 
 def test_policy_callable_must_return_bool(bert) -> None:

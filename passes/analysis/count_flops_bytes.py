@@ -16,6 +16,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 import torch.utils._pytree as pytree
 
+from qgraph.flops import SOFTMAX_FLOPS_PER_ELEMENT, attention_flops
 from qgraph.passes.base import AnalysisPass, PropertySet
 
 aten = torch.ops.aten
@@ -28,15 +29,12 @@ def _contraction_flops(inputs: list[Shape], out: Shape) -> int:
 
 
 def _sdpa_flops(inputs: list[Shape], out: Shape) -> int:
-    # QKᵀ (2·Sq·Sk·D) + softmax (~5·Sq·Sk) + AV (2·Sq·Sk·Dv), per batch × head
     q, k, v = inputs[:3]
-    batch_heads, n_q, n_k = math.prod(q[:-2]), q[-2], k[-2]
-    return batch_heads * n_q * n_k * (2 * q[-1] + 5 + 2 * v[-1])
+    return attention_flops(math.prod(q[:-1]), k[-2], q[-1], v[-1])
 
 
 def _softmax_flops(inputs: list[Shape], out: Shape) -> int:
-    # max, subtract, exp, sum, divide: ~5 per element
-    return 5 * math.prod(out)
+    return SOFTMAX_FLOPS_PER_ELEMENT * math.prod(out)
 
 
 #: target -> FLOPs from the shapes of the node's tensor inputs (in order) and its output

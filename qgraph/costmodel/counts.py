@@ -16,6 +16,7 @@ from typing import NamedTuple
 from qgraph.backends.base import GRADIENT_METHODS, default_gradient_method, gradient_method_error
 from qgraph.costmodel.profiles import DeviceProfile
 from qgraph.costmodel.resources import (
+    check_precision,
     circuit_cost,
     circuits_backward,
     circuits_forward,
@@ -24,6 +25,7 @@ from qgraph.costmodel.resources import (
 )
 from qgraph.costmodel.results import ExplanationLog
 from qgraph.costmodel.transpiled import CircuitCost, Kernel
+from qgraph.flops import attention_flops
 from qgraph.site import Site
 
 __all__ = [
@@ -91,20 +93,6 @@ def batch_of(site: Site, batch: int | None) -> int:
         return batch
     shape = site.shapes.get("q" if site.kind == "attention" else "ids", ())
     return int(shape[0]) if len(shape) >= 2 else 1
-
-
-def check_precision(precision: float) -> None:
-    """Reject a target standard error outside (0, 1]."""
-    if (
-        isinstance(precision, bool)
-        or not isinstance(precision, (int, float))
-        or not math.isfinite(precision)
-        or not 0 < precision <= 1
-    ):
-        raise ValueError(
-            f"precision is the target standard error ε of each estimated probability or "
-            f"expectation value and must lie in (0, 1]; got {precision!r}."
-        )
 
 
 def resolve_gradient(gradient: str, kernel: str, device: DeviceProfile) -> str:
@@ -342,7 +330,7 @@ def classical_work(site: Site) -> RegionWork:
         batch = batch_of(site, None)
         value_dim = site.shapes.get("v", (site.head_dim,))[-1]
         rows = batch * site.heads * site.seq_len
-        flops = rows * site.kv_len * (2 * site.head_dim + 5 + 2 * value_dim)
+        flops = attention_flops(rows, site.kv_len, site.head_dim, value_dim)
         elements = sum(math.prod(site.shapes.get(k, ())) for k in ("q", "k", "v", "out"))
         return RegionWork(flops, 4 * elements, 1, "computed from the shapes (SDPA rule, float32)")
     if site.kind == "embedding":

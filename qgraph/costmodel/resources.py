@@ -71,10 +71,12 @@ __all__ = [
     "CircuitCost",
     "Kernel",
     "QAAPFit",
+    "check_precision",
     "circuit_cost",
     "circuits_backward",
     "circuits_forward",
     "clear_cache",
+    "precision_error",
     "qaap_fit",
     "qaap_shape",
     "scheduled_duration",
@@ -164,15 +166,32 @@ def circuits_backward(
     )
 
 
+def precision_error(precision: object) -> str | None:
+    """Why ``precision`` is not a target standard error in (0, 1], or None when it is (the
+    one check that compile, the estimates and the shot counts share)."""
+    if (
+        isinstance(precision, bool)
+        or not isinstance(precision, (int, float))
+        or not math.isfinite(precision)
+        or not 0 < precision <= 1
+    ):
+        return (
+            f"precision is the target standard error ε of each estimated probability or "
+            f"expectation value and must be a number in (0, 1]; got {precision!r}."
+        )
+    return None
+
+
+def check_precision(precision: float) -> None:
+    """Reject a target standard error outside (0, 1]."""
+    problem = precision_error(precision)
+    if problem is not None:
+        raise ValueError(problem)
+
+
 def shots_for_precision(precision: float, success_probability: float = 1.0) -> int:
     """Shots per circuit for standard error ``precision``: ⌈1/ε²/P⌉."""
-    if isinstance(precision, bool) or not isinstance(precision, (int, float)):
-        raise ValueError(f"precision must be a number in (0, 1]; got {precision!r}.")
-    if not 0 < precision <= 1 or not math.isfinite(precision):
-        raise ValueError(
-            f"precision is the target standard error ε of each estimated probability or "
-            f"expectation and must lie in (0, 1]; got {precision!r}."
-        )
+    check_precision(precision)
     if not 0 < success_probability <= 1:
         raise ValueError(f"success probability must lie in (0, 1]; got {success_probability!r}.")
     return math.ceil(1.0 / precision**2 / success_probability - 1e-9)
