@@ -67,18 +67,23 @@ def test_policy_none_is_bit_identical_to_eager(case: ModelCase) -> None:
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("attention", ["default", "eager"])
 def test_policy_all_equals_the_model_with_qaap_and_qrce_swapped_in_by_hand(
-    case: ModelCase,
+    case: ModelCase, attention: str
 ) -> None:
     """The compiled graph against an eager reference built without qgraph's passes: the
-    model's own attention interface runs QAAP, and its word embedding is QRCE."""
+    model's own attention interface runs QAAP, and its word embedding is QRCE. "eager" is
+    HF's matmul/softmax chain (GPT-2 and Llama cast the weights after the softmax)."""
     if case.name == "encoder":
         pytest.skip("nn.TransformerEncoder has no attention hook to swap a kernel in by hand")
+    if attention == "eager":
+        case.model.set_attn_implementation("eager")
     AttentionInterface.register(REFERENCE_ATTENTION, _qaap_reference_attention)
     AttentionMaskInterface.register(REFERENCE_ATTENTION, eager_mask)
     case.model.eval()
     cm = qgraph.compile(case.model, case.args, case.kwargs, policy="all")
     reference = copy.deepcopy(case.model)
+    assert sum(s.op == "qaap" for s in cm.report.sites) == case.layers, cm.report
     (layer,) = cm.quantum_layers.values()
     reference.set_input_embeddings(_HandQRCE(layer))
     reference.set_attn_implementation(REFERENCE_ATTENTION)

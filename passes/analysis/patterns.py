@@ -31,6 +31,10 @@ ADD_TARGETS: set[Any] = {aten.add.Tensor, aten.add_.Tensor, operator.add, operat
 DROPOUT_TARGETS: set[Any] = {aten.dropout.default, F.dropout}
 TRANSPOSE_TARGETS: set[Any] = {aten.transpose.int, torch.transpose}
 EMBEDDING_TARGETS: set[Any] = {aten.embedding.default}
+#: dtype casts of the weights after the softmax (HF's `softmax(..., dtype=float32).to(q.dtype)`)
+CAST_TARGETS: set[Any] = {aten.to.dtype, aten._to_copy.default, aten.type_as.default}
+#: checks torch.export leaves beside a cast; they compute nothing
+ASSERT_TARGETS: set[Any] = {aten._assert_tensor_metadata.default}
 
 
 @dataclass
@@ -127,8 +131,23 @@ def _is_size_arithmetic(node: Any) -> bool:
     return node.op == "call_function" and node.target is aten.sym_size.int
 
 
+def _computing_users(node: fx.Node) -> list[fx.Node]:
+    """The users of ``node`` that compute something (torch.export's metadata asserts do not)."""
+    return [u for u in node.users if not _is_call(u, ASSERT_TARGETS)]
+
+
+def _cast_user(node: fx.Node) -> fx.Node | None:
+    """The dtype cast of ``node`` when that is its only computing user, else None."""
+    users = _computing_users(node)
+    if len(users) != 1:
+        return None
+    (user,) = users
+    is_method_cast = user.op == "call_method" and user.target in ("to", "type_as", "float")
+    return user if _is_call(user, CAST_TARGETS) or is_method_cast else None
+
+
 def _extract_eager_chain(gm: fx.GraphModule, node: fx.Node) -> dict[str, Any] | None:
-    """matmul(q, kᵀ) → [scale] → [+ terms] → softmax(-1) → [dropout] → matmul(·, v).
+    """matmul(q, kᵀ) → [scale] → [+ terms] → softmax(-1) → [cast] → [dropout] → matmul(·, v).
 
     The outermost added term is the mask; any further one (a relative-position bias added
     before the mask, as T5-style models do) is counted in ``score_bias_terms``.
@@ -150,10 +169,15 @@ def _extract_eager_chain(gm: fx.GraphModule, node: fx.Node) -> dict[str, Any] | 
         return None
     nodes.append(producer)
     q, k_transposed = producer.args[0], producer.args[1]
-    # After softmax: optionally one dropout, then the pooling matmul with v.
+    # After softmax: optionally a dtype cast and one dropout, then the pooling matmul with v.
     # Extra users of the weights (output_attentions) are matched but make the site unsupported.
-    escape = len(node.users) > 1
-    consumer = _first_user(node, DROPOUT_TARGETS | MATMUL_TARGETS)
+    weights = node
+    cast = _cast_user(weights)
+    if cast is not None:
+        nodes.append(cast)
+        weights = cast
+    escape = len(_computing_users(node)) > 1 or len(_computing_users(weights)) > 1
+    consumer = _first_user(weights, DROPOUT_TARGETS | MATMUL_TARGETS)
     dropout_p, dropout_train = 0.0, False
     if consumer is not None and _is_call(consumer, DROPOUT_TARGETS):
         dropout_p = float(arg(consumer, 1, "p", 0.5))
@@ -161,7 +185,7 @@ def _extract_eager_chain(gm: fx.GraphModule, node: fx.Node) -> dict[str, Any] | 
             arg(consumer, 2, "train" if consumer.target is not F.dropout else "training", True)
         )
         nodes.append(consumer)
-        escape = escape or len(consumer.users) > 1
+        escape = escape or len(_computing_users(consumer)) > 1
         consumer = _first_user(consumer, MATMUL_TARGETS)
     if (
         consumer is None
@@ -296,7 +320,7 @@ ATTENTION_PATTERNS: tuple[Pattern, ...] = (
         _extract_eager_chain,
         _check_attention,
         10,
-        "matmul(q, kᵀ) → scale → (+mask) → softmax → (dropout) → matmul(·, v): eager attention",
+        "matmul(q, kᵀ) → scale → (+mask) → softmax → (cast) → (dropout) → matmul(·, v): eager",
     ),
     Pattern(
         "mha_module",
