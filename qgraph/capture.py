@@ -50,6 +50,17 @@ def check_example_inputs(model: torch.nn.Module, args: Any, kwargs: Any) -> None
         )
     if not isinstance(kwargs, dict):
         raise InputError(f"example_kwargs must be a dict; got {type(kwargs).__name__}.")
+    empty = [
+        tuple(leaf.shape)
+        for leaf in pytree.tree_leaves((tuple(args), kwargs))
+        if isinstance(leaf, torch.Tensor) and leaf.numel() == 0
+    ]
+    if empty:
+        raise InputError(
+            f"the example inputs hold an empty tensor (shape {empty[0]}); give an example "
+            "with batch ≥ 1 and sequence length ≥ 1. Sizes stay symbolic in the captured "
+            "graph, so calls of other sizes still run."
+        )
     try:
         inspect.signature(model.forward).bind(*args, **kwargs)
     except TypeError as exc:

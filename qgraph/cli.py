@@ -275,6 +275,28 @@ def command_reproduce(arguments: argparse.Namespace) -> None:
             print(f"\nThe page with the curves: {page}")
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number ≥ 1 (a bad one is a usage error, exit status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1; got {value}")
+    return value
+
+
+def _precision(text: str) -> float:
+    """An argparse type: a target standard error in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; got {text!r}") from None
+    if not 0.0 < value <= 1.0:  # nan fails too
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1]; got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (one sub-command per entry point)."""
     parser = argparse.ArgumentParser(
@@ -302,15 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--backend", default="exact")
         sub.add_argument("--policy", default="auto", choices=("auto", "all", "none"))
         sub.add_argument("--device", default=None, help="quantum device for the cost model")
-        sub.add_argument("--precision", type=float, default=None)
+        sub.add_argument("--precision", type=_precision, default=None)
         sub.add_argument(
             "--report-device",
             action="append",
             default=None,
             help="another quantum device to cost for the report (repeatable)",
         )
-        sub.add_argument("--batch", type=int, default=2)
-        sub.add_argument("--seq-len", type=int, default=16)
+        sub.add_argument("--batch", type=_positive_int, default=2)
+        sub.add_argument("--seq-len", type=_positive_int, default=16)
         sub.add_argument("--json", action="store_true")
         if name == "compile":
             sub.add_argument("--html", default=None, metavar="PATH", help="write the review report")

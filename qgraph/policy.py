@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from qgraph.errors import PolicyError
 from qgraph.site import Site, SiteDecision
 
@@ -17,6 +19,11 @@ def validate_policy(policy: PolicyLike, embedding_tables: Sequence[str]) -> None
     if not callable(policy) and policy not in POLICY_NAMES:
         raise PolicyError(
             f"unknown policy {policy!r}; use 'auto', 'all', 'none', or a callable site -> bool."
+        )
+    if isinstance(embedding_tables, str):
+        raise PolicyError(
+            f"embedding_tables takes a sequence of table names, e.g. ({embedding_tables!r},); "
+            f"got the string {embedding_tables!r}, which would be read letter by letter."
         )
     unknown = [t for t in embedding_tables if t not in EMBEDDING_TABLES]
     if unknown:
@@ -56,9 +63,13 @@ def decide(
     else:
         assert callable(policy)
         answer = policy(site)
+        if isinstance(answer, np.bool_):  # a comparison of numpy values: a bool all the same
+            answer = bool(answer)
         if not isinstance(answer, bool):
+            kind = type(answer)
+            named = kind.__name__ if kind.__module__ == "builtins" else kind.__qualname__
             raise PolicyError(
-                f"the policy callable returned {type(answer).__name__} for site {site.path!r}; "
+                f"the policy callable returned {named} ({answer!r}) for site {site.path!r}; "
                 "it must return True (quantum) or False (classical)."
             )
         chosen = answer

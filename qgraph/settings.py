@@ -112,6 +112,8 @@ def compile_settings(
         raise InputError(f"qrce_layers must be an integer ≥ 1; got {qrce_layers!r}.")
     if qrce_init not in ("distill", "random"):
         raise InputError(f"qrce_init must be 'distill' or 'random'; got {qrce_init!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InputError(f"seed must be an int (it seeds the QRCE circuits); got {seed!r}.")
     if not isinstance(max_captures, int) or max_captures < 1:
         raise InputError(f"max_captures must be an integer ≥ 1; got {max_captures!r}.")
     settings = CompileSettings(
