@@ -92,6 +92,9 @@ class KernelCounters:
     instances: int = 0  # QAAP: batch × head × query rows; QRCE: unique tokens simulated
     fallback_rows: int = 0  # QAAP rows that fell back to uniform weights
     empty_rows: int = 0  # QAAP rows with no unmasked key
+    retries: int = 0  # jobs run again after a transient failure (backends/job_policy.py)
+    timeouts: int = 0  # jobs that took longer than the policy's timeout
+    fallbacks: int = 0  # jobs computed exactly after they kept failing (fallback="exact")
 
 
 @dataclass

@@ -21,18 +21,33 @@ split into jobs, what came back and how long it queued. Chunking rows into jobs 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 
 from qgraph.backends.base import BackendStats, Capabilities, gradient_method_error
+from qgraph.backends.job_policy import JobPolicy, run_job
 from qgraph.errors import QGraphError
 from qgraph.kernels.parameter_shift import token_parameter_shift
-from qgraph.kernels.qaap import compute_dtype, expand_kv_heads, keep_mask, pooled_weights
-from qgraph.kernels.qrce import QRCEStructure, unique_tokens
+from qgraph.kernels.qaap import (
+    compute_dtype,
+    expand_kv_heads,
+    keep_mask,
+    pooled_weights,
+    qaap_scores,
+)
+from qgraph.kernels.qrce import (
+    QRCEStructure,
+    qrce_features,
+    qrce_features_per_layer,
+    unique_tokens,
+)
 
 __all__ = ["BackendResultError", "QAAPRows", "QuantumFrontEnd", "RowBackend"]
+
+_T = TypeVar("_T")
 
 #: how far a sampled or simulated ⟨Z⟩ may stray outside [−1, 1] before it is a wrong result
 _EXPECTATION_SLACK = 1e-6
@@ -104,6 +119,13 @@ class QuantumFrontEnd:
     capabilities: Capabilities
     stats: BackendStats
     last_qaap_shots: torch.Tensor | None = None
+    #: timeouts, retries and fallback of every job (assign another to change them)
+    job_policy: JobPolicy = JobPolicy()
+
+    def _job(self, kernel: str, site: str, call: Callable[[], _T], exact: Callable[[], _T]) -> _T:
+        """One job under ``job_policy``; ``exact`` is its closed-form / statevector result."""
+        describe = f"backend {self.name!r}: the {kernel} job of site {site!r}"
+        return run_job(call, self.job_policy, self.stats.site(site), describe, exact)
 
     # -- the row methods subclasses provide ----------------------------------------------
     def qaap_rows(
@@ -157,7 +179,12 @@ class QuantumFrontEnd:
         queries = qf.expand(*lead, n_queries, head_dim)
         keys = kf.expand(*lead, n_keys, head_dim)
 
-        rows = self.qaap_rows(keys, queries, keep, site)
+        rows = self._job(
+            "qaap",
+            site,
+            lambda: self.qaap_rows(keys, queries, keep, site),
+            lambda: QAAPRows(*qaap_scores(queries.detach(), keys.detach(), keep)),
+        )
         expected = (*lead, n_queries, n_keys)
         scores = self._checked_scores(rows, expected, site).to(device=q.device, dtype=work)
         scale = rows.scale.to(scores.device) if isinstance(rows.scale, torch.Tensor) else rows.scale
@@ -223,7 +250,13 @@ class QuantumFrontEnd:
     ) -> torch.Tensor:
         if not self.capabilities.differentiable:
             angles, weights = angles.detach(), weights.detach()
-        features = self.qrce_rows(angles, weights.to(angles.device), structure, site)
+        weights = weights.to(angles.device)
+        features = self._job(
+            "qrce",
+            site,
+            lambda: self.qrce_rows(angles, weights, structure, site),
+            lambda: qrce_features(angles.detach(), weights.detach(), structure),
+        )
         return self._checked_features(features, angles.shape[0], structure, site, "QRCE")
 
     def qrce_gradient(
@@ -271,7 +304,12 @@ class QuantumFrontEnd:
         def evaluate(
             layer_angles: torch.Tensor, layer_weights: torch.Tensor, layers: QRCEStructure
         ) -> torch.Tensor:
-            rows = self.qrce_layer_rows(layer_angles, layer_weights, layers, site)
+            rows = self._job(
+                "qrce-gradient",
+                site,
+                lambda: self.qrce_layer_rows(layer_angles, layer_weights, layers, site),
+                lambda: qrce_features_per_layer(layer_angles, layer_weights, layers),
+            )
             checked = self._checked_features(
                 rows, layer_angles.shape[0], layers, site, "shifted QRCE"
             )

@@ -20,6 +20,7 @@ BENCHMARKS = [
     "costmodel_accuracy",
     "onnx_runtime",
     "arm_steps",
+    "faults",
 ]
 
 

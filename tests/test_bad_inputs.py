@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 import qgraph
+from qgraph.backends.faults import FaultyBackend
+from qgraph.backends.job_policy import JobPolicy
 from qgraph.backends.latency import LatencyBackend
 from qgraph.backends.shots import ShotsBackend
 from qgraph.cli import main as cli_main
@@ -120,6 +122,13 @@ BACKENDS: list[tuple[str, Callable[[], Any], str]] = [
     ("readout error 0.5", lambda: ShotsBackend(readout_error=0.5), r"\[0, 0\.5\)"),
     ("negative latency", lambda: LatencyBackend("exact", -1.0), r"finite number ≥ 0"),
     ("infinite latency", lambda: LatencyBackend("exact", float("inf")), r"finite number ≥ 0"),
+    ("zero timeout", lambda: JobPolicy(timeout_s=0), r"timeout_s must be .* > 0 or None"),
+    ("negative retries", lambda: JobPolicy(retries=-1), r"retries must be an int ≥ 0"),
+    ("retries as float", lambda: JobPolicy(retries=1.5), r"retries must be an int"),  # type: ignore[arg-type]
+    ("nan backoff", lambda: JobPolicy(backoff_s=float("nan")), r"backoff_s must be a finite"),
+    ("unknown fallback", lambda: JobPolicy(fallback="classical"), r"fallback must be one of"),  # type: ignore[arg-type]
+    ("certain failure", lambda: FaultyBackend(ShotsBackend(), 1.0), r"probability in \[0, 1\)"),
+    ("negative hang", lambda: FaultyBackend(ShotsBackend(), 0.1, hang_s=-1), r"hang_s must be"),
 ]
 
 
