@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import threading
 import time
 from typing import Any
@@ -17,10 +18,11 @@ import torch
 import torch.fx as fx
 
 import qgraph
+from qgraph.backends.exact import ExactBackend
 from qgraph.backends.latency import LatencyBackend
 from qgraph.backends.shots import ShotsBackend
 from qgraph.kernels.qrce import QRCEStructure
-from qgraph.models import ModelCase, hf_model
+from qgraph.models import ModelCase, encoder_model, hf_model
 from qgraph.scheduler import HybridScheduler, partition_dag
 
 
@@ -368,3 +370,29 @@ def test_partition_dag_of_a_run_bounds_the_step(case: ModelCase) -> None:
     assert dag.ideal_bound_s <= scheduler.timeline.wall_s
     length, path = dag.critical_path()
     assert path and length <= scheduler.timeline.wall_s
+
+
+def test_ctrl_c_stops_a_run_whose_job_hangs_and_the_job_is_left_on_a_daemon_thread() -> None:
+    release, job_ended = threading.Event(), threading.Event()
+
+    class Hangs(ExactBackend):
+        def qaap_rows(self, *args: Any, **kwargs: Any) -> Any:
+            release.wait(30)  # a job that never answers (until the test lets it)
+            job_ended.set()
+            return super().qaap_rows(*args, **kwargs)
+
+    case = encoder_model(layers=1, d_model=16, heads=2, vocab=40, batch=2, seq_len=5)
+    cm = qgraph.compile(case.model, case.args, case.kwargs, backend=Hangs(), policy="all")
+    scheduler = HybridScheduler(cm, microbatches=1)
+    interrupt = threading.Timer(0.5, signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
+    interrupt.start()
+    try:
+        with torch.no_grad(), pytest.raises(KeyboardInterrupt):
+            scheduler.run(*case.args, **case.kwargs)
+        # run() returned while the job still hangs: nothing waited for it
+        hung = [t for t in threading.enumerate() if t.name.startswith("qgraph-job")]
+        assert not job_ended.is_set() and hung and all(t.daemon for t in hung)
+    finally:
+        release.set()
+        interrupt.cancel()
+        scheduler.close()

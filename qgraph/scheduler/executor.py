@@ -7,7 +7,6 @@ It uses the compiled module only through its public methods.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from qgraph.scheduler.batching import Call, merge, split
 from qgraph.scheduler.jobs import JobRunner
 from qgraph.scheduler.partition import PartitionDAG, partition_dag
 from qgraph.scheduler.plan import Plan, make_plan
+from qgraph.scheduler.pool import DaemonPool
 from qgraph.scheduler.qrce_cache import QRCECache
 from qgraph.scheduler.records import backend_taps, listening
 from qgraph.scheduler.step import ForwardStep
@@ -89,7 +89,7 @@ class HybridScheduler:
         self.max_workers = max_workers or min(32, max(4, 2 * microbatches))
         self.cache = bool(cache)
         self.timeline = Timeline(microbatches)
-        self._pool: cf.ThreadPoolExecutor | None = None
+        self._pool: DaemonPool | None = None
         self._plans: dict[int, tuple[fx.GraphModule, Plan]] = {}
         self._cache = QRCECache()
         self._runner = JobRunner()
@@ -97,9 +97,9 @@ class HybridScheduler:
         self._last: LastRun | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
-    def _executor(self) -> cf.ThreadPoolExecutor:
+    def _executor(self) -> DaemonPool:
         if self._pool is None:
-            self._pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="qgraph-job")
+            self._pool = DaemonPool(self.max_workers)
         return self._pool
 
     def close(self) -> None:

@@ -103,9 +103,17 @@ class ForwardStep:
                     self._drain(block=True)
                 else:
                     raise RuntimeError("qgraph scheduler: nothing ready and nothing in flight.")
-        finally:
-            if self.inflight:  # an error: let running jobs end before unwinding
-                cf.wait(list(self.inflight))
+        except Exception:
+            # an error: drop jobs not started, and let running ones end before unwinding
+            for future in self.inflight:
+                future.cancel()
+            cf.wait(list(self.inflight))
+            raise
+        except BaseException:
+            # Ctrl-C (or exit): return at once; a hung job is abandoned on its daemon thread
+            for future in self.inflight:
+                future.cancel()
+            raise
         if self.rows is not None:
             self.rows.keep()
         return [mb.result for mb in self.batches]
