@@ -12,6 +12,7 @@ from typing import Any
 
 import qgraph.ops  # noqa: F401  (registers torch.ops.qgraph.*)
 from qgraph.api import CompiledModule, compile, devices, explain
+from qgraph.atomic import atomic_backward
 from qgraph.errors import CaptureError, InputError, PolicyError, QGraphError, UnknownBackendError
 from qgraph.persist import load, save
 from qgraph.report import Report
@@ -36,6 +37,7 @@ __all__ = [
     "Site",
     "UnknownBackendError",
     "__version__",
+    "atomic_backward",
     "compile",
     "devices",
     "explain",

@@ -149,3 +149,42 @@ def test_the_wrapper_leaves_its_inner_backend_as_it_was() -> None:
         rtol=0,
         atol=0,
     )
+
+
+class _GradientFails(ShotsBackend):
+    """Forward jobs succeed; the QRCE gradient's job fails for good."""
+
+    def qrce_layer_rows(self, *args: object, **kwargs: object) -> torch.Tensor:
+        raise RuntimeError("the device went offline for good")
+
+
+def _failing_step() -> tuple[qgraph.CompiledModule, torch.Tensor]:
+    torch.manual_seed(0)
+    case = encoder_model(layers=1, d_model=16, heads=2, vocab=40, batch=2, seq_len=5)
+    cm = qgraph.compile(
+        case.model,
+        case.args,
+        case.kwargs,
+        backend=_GradientFails(shots=32),
+        policy="all",
+        qrce_qubits=3,
+        qrce_layers=1,
+    )
+    cm.train()
+    for p in cm.parameters():
+        p.grad = torch.ones_like(p)  # a gradient accumulated before this step
+    return cm, cm(*case.args, **case.kwargs).square().mean()
+
+
+def test_a_failed_backward_leaves_partial_gradients_unless_atomic() -> None:
+    cm, loss = _failing_step()
+    with pytest.raises(RuntimeError, match="offline for good"):
+        loss.backward()
+    changed = [n for n, p in cm.named_parameters() if not torch.equal(p.grad, torch.ones_like(p))]
+    assert changed  # plain autograd: part of the step's gradient was added already
+
+    cm, loss = _failing_step()
+    with pytest.raises(RuntimeError, match="offline for good"):
+        qgraph.atomic_backward(loss, cm)
+    for name, p in cm.named_parameters():
+        assert torch.equal(p.grad, torch.ones_like(p)), name
