@@ -542,7 +542,7 @@ def test_decide_offload_shows_a_policy_callable_new_sites_with_their_costs() -> 
 
 
 def test_decide_offload_rejects_a_policy_that_returns_no_bool() -> None:
-    with pytest.raises(PolicyError, match=re.escape("returned int for site 'layer.attn'")):
+    with pytest.raises(PolicyError, match=re.escape("returned int (1) for site 'layer.attn'")):
         DecideOffload().run(any_graph(), _decide_props(lambda site: 1))
 
 
