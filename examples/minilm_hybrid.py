@@ -130,7 +130,11 @@ def main() -> None:
     console.print(f"review report: {page} (open it in a browser; no network needed)")
     start = time.perf_counter()
     manifest = qgraph.export_onnx(
-        cm, (batch["input_ids"],), out / "onnx", {"attention_mask": batch["attention_mask"]}
+        cm,
+        (batch["input_ids"],),
+        out / "onnx",
+        {"attention_mask": batch["attention_mask"]},
+        overwrite=True,  # the demo's own folder, rewritten on every run
     )
     export_s = time.perf_counter() - start
     kinds = [p.kind for p in manifest.partitions]

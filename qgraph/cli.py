@@ -199,7 +199,14 @@ def command_export(arguments: argparse.Namespace) -> None:
     if os.path.exists(arguments.out) and not os.path.isdir(arguments.out):
         raise UsageError(f"-o {arguments.out} is a file; name a folder (it is created).")
     cm, args, kwargs = _load_and_compile(arguments)
-    manifest = export_onnx(cm, args, arguments.out, kwargs, verify=not arguments.no_verify)
+    manifest = export_onnx(
+        cm,
+        args,
+        arguments.out,
+        kwargs,
+        verify=not arguments.no_verify,
+        overwrite=arguments.overwrite,
+    )
     if arguments.json:
         print(json.dumps(manifest.to_json(), indent=2))
         return
@@ -340,6 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
             sub.add_argument(
                 "--no-verify", action="store_true", help="skip the check run against PyTorch"
+            )
+            sub.add_argument(
+                "--overwrite",
+                action="store_true",
+                help="replace a non-empty output folder (files the export does not write go)",
             )
         sub.set_defaults(run=run)
     calibrate = commands.add_parser("calibrate", help="measure this machine, write profiles")

@@ -396,6 +396,34 @@ def test_export_rejects_bad_arguments(bert: tuple[ModelCase, Any, Path], tmp_pat
         qonnx.export_onnx(cm, case.args, a_file, case.kwargs)
 
 
+def test_export_refuses_a_used_folder_unless_told_and_then_leaves_only_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qgraph.models import encoder_model
+
+    case = encoder_model(layers=1, d_model=16, heads=2, vocab=50, seq_len=4)
+    cm = qgraph.compile(case.model, case.args, case.kwargs, policy="all")
+    (tmp_path / "model.onnx").write_text("the user's own model")
+    (tmp_path / "partitions").mkdir()
+    (tmp_path / "partitions" / "stale.onnx").write_text("from an older export")
+    with pytest.raises(qgraph.InputError, match=r"not empty \(2 entries.*overwrite=True"):
+        qonnx.export_onnx(cm, case.args, tmp_path, case.kwargs, progress=False)
+    assert (tmp_path / "model.onnx").read_text() == "the user's own model"  # untouched
+    manifest = qonnx.export_onnx(
+        cm, case.args, tmp_path, case.kwargs, verify=False, progress=False, overwrite=True
+    )
+    written = {MANIFEST_NAME, "model.onnx", *(p.file for p in manifest.partitions)}
+    found = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    assert found == written and "partitions/stale.onnx" not in found
+
+    def no_files(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(qgraph.onnx.export.tempfile, "TemporaryFile", no_files)
+    with pytest.raises(qgraph.InputError, match=r"is not writable \(Permission denied\)"):
+        qonnx.export_onnx(cm, case.args, tmp_path / "new", case.kwargs, progress=False)
+
+
 def test_export_leaves_every_module_in_its_mode(tmp_path: Path) -> None:
     """symbolic_trace graphs call the user's own submodules: export must not flip them."""
     from qgraph.models import encoder_model

@@ -19,6 +19,7 @@ import contextlib
 import io
 import logging
 import re
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import redirect_stdout
@@ -40,6 +41,7 @@ from qgraph.circuits.templates import qaap_template, qrce_layer_template
 from qgraph.compiled import CompiledModule
 from qgraph.errors import InputError, QGraphError
 from qgraph.onnx.manifest import (
+    MANIFEST_NAME,
     Manifest,
     PartitionSpec,
     TensorSpec,
@@ -408,6 +410,30 @@ def _verify(manifest: Manifest, reference_module: fx.GraphModule, tensors: list[
     manifest.write(manifest.directory)
 
 
+def _check_writable(folder: Path) -> None:
+    """InputError now, before the export's minutes of work, if ``folder`` takes no files."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"out_dir {folder} is not writable ({exc.strerror or exc}); pick a folder you can "
+            "write to."
+        ) from None
+
+
+def _remove_all_but(folder: Path, keep: set[str]) -> None:
+    """Delete every file under ``folder`` whose relative path is not in ``keep``, then the
+    folders left empty (an overwritten export holds only what it wrote)."""
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_dir():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif relative not in keep:
+            path.unlink()
+
+
 def export_onnx(
     cm: CompiledModule,
     example_inputs: tuple[Any, ...],
@@ -416,13 +442,16 @@ def export_onnx(
     *,
     verify: bool = True,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Manifest:
     """Export ``cm`` (its eval-mode graph at these example inputs) to ``out_dir``.
 
     Writes ``model.onnx``, one file per partition and ``manifest.json`` (module docstring).
     With ``verify`` the partitioned form is run once on the exact backend and its largest
     absolute difference from the rewritten PyTorch graph (its quantum ops also on the exact
-    backend, whatever the module is bound to) is recorded in the manifest.
+    backend, whatever the module is bound to) is recorded in the manifest. A folder that
+    is not empty is refused unless ``overwrite``; then whatever the export does not write is
+    removed after it, so no stale partition stays beside the new manifest.
     Returns the manifest.
     """
     if not isinstance(cm, CompiledModule):
@@ -440,6 +469,14 @@ def export_onnx(
     if folder.exists() and not folder.is_dir():
         raise InputError(f"out_dir {folder} exists and is not a folder; pick another path.")
     folder.mkdir(parents=True, exist_ok=True)
+    existing = sorted(p.name for p in folder.iterdir())
+    if existing and not overwrite:
+        raise InputError(
+            f"out_dir {folder} is not empty ({len(existing)} entries, e.g. {existing[0]!r}); "
+            "pick an empty folder, or pass overwrite=True (qgraph export --overwrite) to "
+            "replace its contents: what the export does not write is then removed."
+        )
+    _check_writable(folder)
 
     notes: list[str] = []
     steps = ["capture the eval graph", "export to ONNX", "annotate and check", "partition"]
@@ -487,6 +524,13 @@ def export_onnx(
                     if verify:
                         _verify(manifest, _with_exact_backend(flat), tensors)
                         advance()
+                    if existing:
+                        written = {
+                            MODEL_NAME,
+                            MANIFEST_NAME,
+                            *(p.file for p in manifest.partitions),
+                        }
+                        _remove_all_but(folder, written)
         finally:
             cm.train(was_training)  # also selects the mode's graph again
     return manifest
