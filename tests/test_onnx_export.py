@@ -419,7 +419,7 @@ def test_export_refuses_a_used_folder_unless_told_and_then_leaves_only_its_files
     def no_files(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(qgraph.onnx.export.tempfile, "TemporaryFile", no_files)
+    monkeypatch.setattr(qgraph.onnx.folders.tempfile, "TemporaryFile", no_files)
     with pytest.raises(qgraph.InputError, match=r"is not writable \(Permission denied\)"):
         qonnx.export_onnx(cm, case.args, tmp_path / "new", case.kwargs, progress=False)
 

@@ -384,6 +384,8 @@ def test_ctrl_c_stops_a_run_whose_job_hangs_and_the_job_is_left_on_a_daemon_thre
     case = encoder_model(layers=1, d_model=16, heads=2, vocab=40, batch=2, seq_len=5)
     cm = qgraph.compile(case.model, case.args, case.kwargs, backend=Hangs(), policy="all")
     scheduler = HybridScheduler(cm, microbatches=1)
+    # Python's own Ctrl-C handler: pytest-xdist workers may ignore SIGINT
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupt = threading.Timer(0.5, signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
     interrupt.start()
     try:
@@ -395,4 +397,5 @@ def test_ctrl_c_stops_a_run_whose_job_hangs_and_the_job_is_left_on_a_daemon_thre
     finally:
         release.set()
         interrupt.cancel()
+        signal.signal(signal.SIGINT, previous)
         scheduler.close()

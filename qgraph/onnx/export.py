@@ -19,7 +19,6 @@ import contextlib
 import io
 import logging
 import re
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import redirect_stdout
@@ -40,6 +39,7 @@ from qgraph.circuits.qaap import qaap_registers
 from qgraph.circuits.templates import qaap_template, qrce_layer_template
 from qgraph.compiled import CompiledModule
 from qgraph.errors import InputError, QGraphError
+from qgraph.onnx.folders import check_writable, remove_all_but
 from qgraph.onnx.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -410,30 +410,6 @@ def _verify(manifest: Manifest, reference_module: fx.GraphModule, tensors: list[
     manifest.write(manifest.directory)
 
 
-def _check_writable(folder: Path) -> None:
-    """InputError now, before the export's minutes of work, if ``folder`` takes no files."""
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise InputError(
-            f"out_dir {folder} is not writable ({exc.strerror or exc}); pick a folder you can "
-            "write to."
-        ) from None
-
-
-def _remove_all_but(folder: Path, keep: set[str]) -> None:
-    """Delete every file under ``folder`` whose relative path is not in ``keep``, then the
-    folders left empty (an overwritten export holds only what it wrote)."""
-    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        relative = path.relative_to(folder).as_posix()
-        if path.is_dir():
-            if not any(path.iterdir()):
-                path.rmdir()
-        elif relative not in keep:
-            path.unlink()
-
-
 def export_onnx(
     cm: CompiledModule,
     example_inputs: tuple[Any, ...],
@@ -476,7 +452,7 @@ def export_onnx(
             "pick an empty folder, or pass overwrite=True (qgraph export --overwrite) to "
             "replace its contents: what the export does not write is then removed."
         )
-    _check_writable(folder)
+    check_writable(folder)
 
     notes: list[str] = []
     steps = ["capture the eval graph", "export to ONNX", "annotate and check", "partition"]
@@ -530,7 +506,7 @@ def export_onnx(
                             MANIFEST_NAME,
                             *(p.file for p in manifest.partitions),
                         }
-                        _remove_all_but(folder, written)
+                        remove_all_but(folder, written)
         finally:
             cm.train(was_training)  # also selects the mode's graph again
     return manifest

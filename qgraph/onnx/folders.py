@@ -1,0 +1,34 @@
+"""The export folder: can it take files, and clearing what an overwriting export did not write."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from qgraph.errors import InputError
+
+__all__ = ["check_writable", "remove_all_but"]
+
+
+def check_writable(folder: Path) -> None:
+    """InputError now, before the export's minutes of work, if ``folder`` takes no files."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"out_dir {folder} is not writable ({exc.strerror or exc}); pick a folder you can "
+            "write to."
+        ) from None
+
+
+def remove_all_but(folder: Path, keep: set[str]) -> None:
+    """Delete every file under ``folder`` whose relative path is not in ``keep``, then the
+    folders left empty (an overwritten export holds only what it wrote)."""
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_dir():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif relative not in keep:
+            path.unlink()
