@@ -21,6 +21,7 @@ split into jobs, what came back and how long it queued. Chunking rows into jobs 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -107,7 +108,7 @@ class RowBackend(Protocol):
         ...
 
 
-class QuantumFrontEnd:
+class QuantumFrontEnd(ABC):
     """Implements the SDPA-level ``Backend`` protocol on top of a subclass's row methods.
 
     Subclasses set ``name``, ``capabilities`` and ``stats`` and implement ``qaap_rows``,
@@ -128,16 +129,19 @@ class QuantumFrontEnd:
         return run_job(call, self.job_policy, self.stats.site(site), describe, exact)
 
     # -- the row methods subclasses provide ----------------------------------------------
+    @abstractmethod
     def qaap_rows(
         self, keys: torch.Tensor, queries: torch.Tensor, keep: torch.Tensor, site: str
     ) -> QAAPRows:
-        raise NotImplementedError(f"{type(self).__name__} does not run QAAP.")
+        """See ``RowBackend.qaap_rows``."""
 
+    @abstractmethod
     def qrce_rows(
         self, angles: torch.Tensor, weights: torch.Tensor, structure: QRCEStructure, site: str
     ) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} does not run QRCE.")
+        """See ``RowBackend.qrce_rows``."""
 
+    @abstractmethod
     def qrce_layer_rows(
         self,
         layer_angles: torch.Tensor,
@@ -145,7 +149,7 @@ class QuantumFrontEnd:
         structure: QRCEStructure,
         site: str,
     ) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} does not run shifted QRCE circuits.")
+        """See ``RowBackend.qrce_layer_rows``."""
 
     # -- QAAP ----------------------------------------------------------------------------
     def qaap(
