@@ -10,8 +10,10 @@ row-level methods and inherit this protocol from ``backends/frontend.py``.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex, runtime_checkable
 
 import torch
 
@@ -82,6 +84,10 @@ class ExecutionRecord:
     wall_s: float  # wall time of the job as seen by the caller
     queue_s: float | None = None  # time queued before running, where the provider says
     bytes_received: int = 0  # size of the results that came back
+    # "done"; for an attempt that failed (backends/job_policy.py): "retried" (run again) or
+    # "failed" (given up); "fallback": the policy's fallback computed the call instead
+    outcome: str = "done"
+    timed_out: bool = False  # the attempt outlived the policy's timeout_s
 
 
 @dataclass
@@ -97,12 +103,84 @@ class KernelCounters:
     fallbacks: int = 0  # jobs computed exactly after they kept failing (fallback="exact")
 
 
+#: records a backend's job log keeps; older ones drop off (``JobLog.total`` still counts them)
+RECORD_LIMIT = 10_000
+
+RecordListener = Callable[[ExecutionRecord], None]
+
+
+class JobLog(list):  # type: ignore[type-arg]
+    """A backend's ``stats.records``: the most recent ``limit`` records, oldest first.
+
+    ``total`` counts every record ever appended, so ``total`` before a call and
+    ``since(total)`` after it give the call's records, even once older ones have dropped off
+    (index arithmetic on the list does not survive that). ``listeners`` are called with each
+    new record, in the appending thread (the scheduler attributes records to jobs so).
+    """
+
+    def __init__(self, records: Iterable[ExecutionRecord] = (), limit: int = RECORD_LIMIT) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"JobLog: limit must be an integer ≥ 1; got {limit!r}.")
+        super().__init__()
+        self.limit = limit
+        self.total = 0
+        self.listeners: list[RecordListener] = []
+        self._lock = threading.Lock()
+        self.extend(records)
+
+    def append(self, record: ExecutionRecord) -> None:
+        with self._lock:
+            super().append(record)
+            self.total += 1
+            if len(self) > self.limit:
+                del self[: len(self) - self.limit]
+        for listener in list(self.listeners):  # a copy: a listener may be removed meanwhile
+            listener(record)
+
+    def extend(self, records: Iterable[ExecutionRecord]) -> None:
+        for record in list(records):  # a copy: ``records`` may be this log
+            self.append(record)
+
+    def __iadd__(self, records: Iterable[ExecutionRecord]) -> JobLog:  # type: ignore[override,misc]
+        self.extend(records)
+        return self
+
+    def insert(self, index: SupportsIndex, record: ExecutionRecord) -> None:
+        raise TypeError("JobLog is append-only: records arrive in order (use append).")
+
+    def read_since(self, total_before: int) -> tuple[list[ExecutionRecord], int]:
+        """The records appended after ``total`` was ``total_before`` that are still held,
+        and ``total`` now (read together, for a cursor that other threads append past)."""
+        with self._lock:
+            new = min(self.total - total_before, len(self))
+            return (list(self[len(self) - new :]) if new > 0 else []), self.total
+
+    def since(self, total_before: int) -> list[ExecutionRecord]:
+        """The records appended after ``total`` was ``total_before`` that are still held."""
+        return self.read_since(total_before)[0]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy and pickle the records, limit and total (not the lock, nor the listeners)
+        return _restore_log, (list(self), self.limit, self.total)
+
+
+def _restore_log(records: list[ExecutionRecord], limit: int, total: int) -> JobLog:
+    log = JobLog(records, limit)
+    log.total = total
+    return log
+
+
 @dataclass
 class BackendStats:
-    """Counters per site label and a log of jobs, for the report, the scheduler and tests."""
+    """Counters per site label and a bounded log of jobs (``JobLog``), for the report, the
+    scheduler and tests."""
 
     per_site: dict[str, KernelCounters] = field(default_factory=dict)
-    records: list[ExecutionRecord] = field(default_factory=list)
+    records: JobLog = field(default_factory=JobLog)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.records, JobLog):
+            self.records = JobLog(self.records)
 
     def site(self, label: str) -> KernelCounters:
         """The counters of one site, created on first use."""
@@ -110,8 +188,19 @@ class BackendStats:
 
     @property
     def jobs(self) -> int:
-        """Jobs run so far."""
-        return len(self.records)
+        """Jobs run so far (all of them: ``records`` keeps only the most recent)."""
+        records = self.records
+        return records.total if isinstance(records, JobLog) else len(records)
+
+
+def job_log(backend: Backend) -> JobLog:
+    """``backend.stats.records`` as a ``JobLog``: a plain list a backend assigned there is
+    replaced by a log holding its records (the ones kept count as all jobs so far)."""
+    records = backend.stats.records
+    if not isinstance(records, JobLog):
+        records = JobLog(records)
+        backend.stats.records = records
+    return records
 
 
 @runtime_checkable

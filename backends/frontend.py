@@ -46,7 +46,7 @@ from qgraph.kernels.qrce import (
     unique_tokens,
 )
 
-__all__ = ["BackendResultError", "QAAPRows", "QuantumFrontEnd", "RowBackend"]
+__all__ = ["BackendResultError", "QAAPRows", "QuantumFrontEnd", "RowBackend", "softmax_rows"]
 
 _T = TypeVar("_T")
 
@@ -123,10 +123,35 @@ class QuantumFrontEnd(ABC):
     #: timeouts, retries and fallback of every job (assign another to change them)
     job_policy: JobPolicy = JobPolicy()
 
-    def _job(self, kernel: str, site: str, call: Callable[[], _T], exact: Callable[[], _T]) -> _T:
-        """One job under ``job_policy``; ``exact`` is its closed-form / statevector result."""
+    def _job(
+        self,
+        kernel: str,
+        site: str,
+        call: Callable[[], _T],
+        exact: Callable[[], _T],
+        classical: Callable[[], _T] | None = None,
+    ) -> _T:
+        """One job under ``job_policy``; ``exact`` is its closed-form / statevector result,
+        ``classical`` what the site computed before it was offloaded (default: ``exact``)."""
         describe = f"backend {self.name!r}: the {kernel} job of site {site!r}"
-        return run_job(call, self.job_policy, self.stats.site(site), describe, exact)
+        substitute = classical if self.job_policy.fallback == "classical" and classical else exact
+        return run_job(
+            call,
+            self.job_policy,
+            self.stats,
+            kernel,
+            site,
+            describe,
+            substitute,
+            cancel=lambda: self.cancel_running(site),
+        )
+
+    def cancel_running(self, site: str | None = None) -> int:
+        """Cancel the jobs still running for ``site`` (every site: None); returns how many.
+
+        Called on a timeout and on Ctrl-C. Simulators finish their work in-process and cancel
+        nothing; backends that submit jobs to a provider (IBM) override this."""
+        return 0
 
     # -- the row methods subclasses provide ----------------------------------------------
     @abstractmethod
@@ -187,7 +212,8 @@ class QuantumFrontEnd(ABC):
             "qaap",
             site,
             lambda: self.qaap_rows(keys, queries, keep, site),
-            lambda: QAAPRows(*qaap_scores(queries.detach(), keys.detach(), keep)),
+            lambda: QAAPRows(*qaap_scores(queries, keys, keep)),
+            lambda: softmax_rows(queries, keys, keep),
         )
         expected = (*lead, n_queries, n_keys)
         scores = self._checked_scores(rows, expected, site).to(device=q.device, dtype=work)
@@ -259,7 +285,7 @@ class QuantumFrontEnd(ABC):
             "qrce",
             site,
             lambda: self.qrce_rows(angles, weights, structure, site),
-            lambda: qrce_features(angles.detach(), weights.detach(), structure),
+            lambda: qrce_features(angles, weights, structure),
         )
         return self._checked_features(features, angles.shape[0], structure, site, "QRCE")
 
@@ -357,3 +383,13 @@ def _check_weights(weights: torch.Tensor, structure: QRCEStructure) -> None:
             f"QRCE: weights must have shape (L={structure.n_layers}, q={structure.n_qubits}); "
             f"got {tuple(weights.shape)}."
         )
+
+
+def softmax_rows(queries: torch.Tensor, keys: torch.Tensor, keep: torch.Tensor) -> QAAPRows:
+    """Softmax attention weights as QAAP rows: what an attention site computed before it was
+    offloaded (SDPA's default scale 1/√D), for ``JobPolicy(fallback="classical")``.
+    Rows with no kept key score 0 everywhere, as QAAP rows do."""
+    logits = (queries @ keys.mT) * queries.shape[-1] ** -0.5
+    logits = logits.masked_fill(~keep, float("-inf"))
+    weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)
+    return QAAPRows(weights, 1.0)

@@ -47,6 +47,17 @@ a primitive runs through ``IBMBackend._call``: exception text is scrubbed (token
 and re-raised as ``IBMRuntimeError`` without the original exception chained, and log records
 created meanwhile (any logger) are scrubbed too. ``repr`` shows device, mode and shots only, and
 pickling drops the service.
+
+Cancellation: every job submitted and not yet collected is tracked per site (under a lock,
+from submission until its result came back or the call ended for any reason).
+``cancel_running(site)`` calls ``cancel()`` on the tracked jobs of a site (every site: None)
+through ``_call``: a ``RuntimeJobV2`` tells IBM Quantum to stop it and raises
+``RuntimeInvalidStateError`` when it is past cancelling; a local testing mode job
+(``LocalRuntimeJob``, a qiskit ``PrimitiveJob``) returns False once it runs or is done. Those
+are skipped (logged at debug level); the count says how many cancels went through. The job
+policy calls it on a timeout and on Ctrl-C, and when anything interrupts a call (a failed
+job, Ctrl-C while it waits for a result), ``_sample`` cancels that call's uncollected jobs
+before it re-raises. A thread abandoned on a timeout then ends with its cancelled job's error.
 """
 
 from __future__ import annotations
@@ -77,6 +88,7 @@ from qgraph.backends.qiskit_shared import (
     job_chunks,
     z_features,
 )
+from qgraph.backends.running_jobs import RunningJobs, cancel_jobs
 from qgraph.circuits.qaap import qaap_registers
 from qgraph.circuits.qrce import qrce_template
 from qgraph.circuits.templates import qaap_parameters, qaap_template, qrce_layer_template
@@ -202,6 +214,7 @@ class IBMBackend(QuantumFrontEnd):
         self._pass_manager: Any = None
         self._isa_cache: dict[tuple[Any, ...], tuple[QuantumCircuit, Any, Any]] = {}
         self._capabilities: Capabilities | None = None
+        self._running = RunningJobs()  # jobs submitted and not yet collected, per site
 
     # ------------------------------------------------------------------ description
 
@@ -273,6 +286,17 @@ class IBMBackend(QuantumFrontEnd):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # ------------------------------------------------------------------ jobs in flight
+
+    def cancel_running(self, site: str | None = None) -> int:
+        """Cancel the jobs submitted for ``site`` (every site: None) whose results have not
+        been collected; returns how many ``cancel()`` calls went through.
+
+        A job that cannot be cancelled (already finished: ``cancel()`` raises, or a local job
+        returns False) is skipped. Either way the jobs are no longer tracked."""
+        taken = self._running.take(site)
+        return sum(cancel_jobs(s, jobs, self._call) for s, jobs in taken)
+
     # ------------------------------------------------------------------ transpile and run
 
     def _pm(self) -> Any:
@@ -325,52 +349,66 @@ class IBMBackend(QuantumFrontEnd):
         chunks = job_chunks(rows, self._max_circuits_per_job)
 
         mode = self._mode()
-        submitted = []
-        for chunk in chunks:
-            chunk_pubs: list[Any] = []
-            for index, start, stop in chunk:
-                circuit, values = pubs[index]
-                chunk_pubs.append(circuit if values is None else (circuit, values[start:stop]))
-            sampler = self._call("creating the sampler", lambda: Sampler(mode=mode))
-            sampler.options.default_shots = self.shots
-            if self.local and self.seed is not None:
-                sampler.options.simulator.seed_simulator = int(self._rng.integers(0, 2**31 - 1))
-            circuits = sum(stop - start for _, start, stop in chunk)
-            logger.debug(
-                "IBMBackend: %s (%s) submitting %d circuits × %d shots to %s",
-                kernel,
-                site,
-                circuits,
-                self.shots,
-                self.device,
-            )
-            began = time.perf_counter()
-            job = self._call(
-                f"submitting the {kernel} job", partial(sampler.run, chunk_pubs, shots=self.shots)
-            )
-            submitted.append((chunk, job, began, circuits))
-
-        pieces: list[list[np.ndarray]] = [[] for _ in pubs]
-        for chunk, job, began, circuits in submitted:
-            result = self._call(f"waiting for the {kernel} job", job.result)
-            wall = time.perf_counter() - began
-            received = 0
-            for (index, _, _), pub_result in zip(chunk, result, strict=True):
-                bit_array = pub_result.data.meas
-                received += int(np.asarray(bit_array.array).nbytes)
-                bits = bit_array_bits(bit_array)
-                pieces[index].append(bits.reshape(-1, *bits.shape[-2:]))
-            self.stats.records.append(
-                ExecutionRecord(
-                    kernel=kernel,
-                    site=site,
-                    circuits=circuits,
-                    shots=circuits * self.shots,
-                    wall_s=wall,
-                    queue_s=_queue_seconds(job),
-                    bytes_received=received,
+        submitted: list[tuple[Any, Any, float, int]] = []
+        jobs: list[Any] = []  # submitted by this call (tracked until collected)
+        try:
+            for chunk in chunks:
+                chunk_pubs: list[Any] = []
+                for index, start, stop in chunk:
+                    circuit, values = pubs[index]
+                    chunk_pubs.append(circuit if values is None else (circuit, values[start:stop]))
+                sampler = self._call("creating the sampler", lambda: Sampler(mode=mode))
+                sampler.options.default_shots = self.shots
+                if self.local and self.seed is not None:
+                    seed = int(self._rng.integers(0, 2**31 - 1))
+                    sampler.options.simulator.seed_simulator = seed
+                circuits = sum(stop - start for _, start, stop in chunk)
+                logger.debug(
+                    "IBMBackend: %s (%s) submitting %d circuits × %d shots to %s",
+                    kernel,
+                    site,
+                    circuits,
+                    self.shots,
+                    self.device,
                 )
-            )
+                began = time.perf_counter()
+                job = self._call(
+                    f"submitting the {kernel} job",
+                    partial(sampler.run, chunk_pubs, shots=self.shots),
+                )
+                self._running.track(site, job)
+                jobs.append(job)
+                submitted.append((chunk, job, began, circuits))
+
+            pieces: list[list[np.ndarray]] = [[] for _ in pubs]
+            for chunk, job, began, circuits in submitted:
+                result = self._call(f"waiting for the {kernel} job", job.result)
+                self._running.untrack(site, [job])
+                wall = time.perf_counter() - began
+                received = 0
+                for (index, _, _), pub_result in zip(chunk, result, strict=True):
+                    bit_array = pub_result.data.meas
+                    received += int(np.asarray(bit_array.array).nbytes)
+                    bits = bit_array_bits(bit_array)
+                    pieces[index].append(bits.reshape(-1, *bits.shape[-2:]))
+                self.stats.records.append(
+                    ExecutionRecord(
+                        kernel=kernel,
+                        site=site,
+                        circuits=circuits,
+                        shots=circuits * self.shots,
+                        wall_s=wall,
+                        queue_s=_queue_seconds(job),
+                        bytes_received=received,
+                    )
+                )
+        except BaseException:
+            # Ctrl-C while waiting, a failed job, a failed submission: the jobs of this call
+            # not yet collected (nor cancelled by ``cancel_running`` meanwhile) are cancelled.
+            cancel_jobs(site, self._running.untrack(site, jobs), self._call)
+            raise
+        finally:
+            self._running.untrack(site, jobs)
         return [np.concatenate(parts, axis=0) for parts in pieces]
 
     def _run_qrce(

@@ -8,8 +8,15 @@ anything else is *permanent* and is not. When the retries run out (or the error 
 permanent), the policy's ``fallback`` decides: ``"raise"`` (the default) raises
 ``JobFailedError`` naming the backend, the kernel and the site (a permanent error is raised
 as it is, with that note added); ``"exact"`` computes that call's rows with the exact closed
-form / statevector instead. Retries, timeouts and fallbacks are counted per site in
-``backend.stats``.
+form / statevector instead; ``"classical"`` computes what the site computed before it was
+offloaded (softmax attention for a QAAP site; a QRCE site's table is gone, so its circuits
+are simulated exactly, as under ``"exact"``). Retries, timeouts and fallbacks are counted per
+site in ``backend.stats`` (``KernelCounters``), and every failed attempt and every fallback
+leaves an ``ExecutionRecord`` with its ``outcome``, which the scheduler's timeline counts.
+
+A job that times out, and the jobs of a call that Ctrl-C interrupts, are cancelled where the
+backend can cancel them (``cancel`` below: IBM jobs have ``cancel()``); a timed-out call that
+cannot be cancelled finishes in its daemon thread and its result is dropped.
 
 A retried job starts again from the same inputs, and a backend's sampling happens inside the
 job: a seeded backend that fails before it samples gives the same numbers on the retry, so a
@@ -18,6 +25,7 @@ run with transient faults ends where the run without them does (``tests/test_fau
 
 from __future__ import annotations
 
+import contextvars
 import math
 import threading
 import time
@@ -27,7 +35,7 @@ from typing import Literal, TypeVar
 
 import torch
 
-from qgraph.backends.base import KernelCounters
+from qgraph.backends.base import BackendStats, ExecutionRecord
 from qgraph.errors import QGraphError
 
 __all__ = [
@@ -43,7 +51,7 @@ __all__ = [
 _T = TypeVar("_T")
 
 #: what a job that keeps failing turns into
-FALLBACKS = ("raise", "exact")
+FALLBACKS = ("raise", "exact", "classical")
 
 
 class TransientJobError(QGraphError, RuntimeError):
@@ -74,14 +82,16 @@ class JobPolicy:
         retries: how many times a transient failure is retried.
         backoff_s: the wait before the first retry; each further one waits
             ``backoff_factor`` times longer.
-        fallback: "raise" (JobFailedError) or "exact" (compute the call exactly instead).
+        fallback: "raise" (JobFailedError), "exact" (compute the call exactly instead) or
+            "classical" (compute what the site computed before it was offloaded: softmax
+            attention for QAAP; exact simulation for QRCE, whose table is gone).
     """
 
     timeout_s: float | None = None
     retries: int = 2
     backoff_s: float = 0.5
     backoff_factor: float = 2.0
-    fallback: Literal["raise", "exact"] = "raise"
+    fallback: Literal["raise", "exact", "classical"] = "raise"
 
     def __post_init__(self) -> None:
         if self.timeout_s is not None and not (
@@ -111,16 +121,20 @@ class JobPolicy:
 
 
 def _within(timeout_s: float | None, call: Callable[[], _T]) -> _T:
-    """``call()``, or JobTimeoutError when it takes longer than ``timeout_s``."""
+    """``call()``, or JobTimeoutError when it takes longer than ``timeout_s``.
+
+    The call runs in a copy of the caller's context (the scheduler attributes job records
+    through a context variable) and the caller's grad mode (which is per thread)."""
     if timeout_s is None:
         return call()
     outcome: dict[str, object] = {}
-    grad_enabled = torch.is_grad_enabled()  # grad mode is per thread
+    grad_enabled = torch.is_grad_enabled()
+    context = contextvars.copy_context()
 
     def target() -> None:
         try:
             with torch.set_grad_enabled(grad_enabled):
-                outcome["value"] = call()
+                outcome["value"] = context.run(call)
         except BaseException as exc:  # handed to the caller below
             outcome["error"] = exc
 
@@ -134,32 +148,73 @@ def _within(timeout_s: float | None, call: Callable[[], _T]) -> _T:
     return outcome["value"]  # type: ignore[return-value]
 
 
+def _incident(
+    kernel: str, site: str, began: float, outcome: str, timed_out: bool = False
+) -> ExecutionRecord:
+    """The record of a failed attempt or a fallback that began at ``began`` (perf_counter)."""
+    return ExecutionRecord(
+        kernel=kernel,
+        site=site,
+        circuits=0,
+        shots=0,
+        wall_s=time.perf_counter() - began,
+        outcome=outcome,
+        timed_out=timed_out,
+    )
+
+
+def _no_cancel() -> int:
+    return 0
+
+
 def run_job(
     call: Callable[[], _T],
     policy: JobPolicy,
-    counters: KernelCounters,
+    stats: BackendStats,
+    kernel: str,
+    site: str,
     describe: str,
     fallback: Callable[[], _T],
+    cancel: Callable[[], int] = _no_cancel,
     sleep: Callable[[float], None] = time.sleep,
 ) -> _T:
-    """Run one job under ``policy``; ``describe`` names backend, kernel and site for errors,
-    ``fallback`` computes the exact result when the policy says so."""
+    """Run one job under ``policy``.
+
+    ``describe`` names backend, kernel and site for errors; ``fallback`` computes the result
+    the policy's fallback asks for; ``cancel`` cancels what the backend still runs for this
+    site (on a timeout and on Ctrl-C) and says how many jobs it cancelled. Counters and
+    records go to ``stats`` under ``site``.
+    """
+    counters = stats.site(site)
     attempt = 0
     while True:
+        began = time.perf_counter()
         try:
             return _within(policy.timeout_s, call)
+        except KeyboardInterrupt:
+            cancel()
+            raise
         except Exception as exc:
-            if isinstance(exc, JobTimeoutError):
+            timed_out = isinstance(exc, JobTimeoutError)
+            if timed_out:
                 counters.timeouts += 1
+                cancel()
             transient = is_transient(exc)
-            if transient and attempt < policy.retries:
+            retry = transient and attempt < policy.retries
+            stats.records.append(
+                _incident(kernel, site, began, "retried" if retry else "failed", timed_out)
+            )
+            if retry:
                 counters.retries += 1
                 sleep(policy.backoff_s * policy.backoff_factor**attempt)
                 attempt += 1
                 continue
-            if policy.fallback == "exact":
+            if policy.fallback != "raise":
                 counters.fallbacks += 1
-                return fallback()
+                began = time.perf_counter()
+                result = fallback()
+                stats.records.append(_incident(kernel, site, began, "fallback"))
+                return result
             if not transient:
                 # a permanent error keeps its type (often a bad input): it only learns where
                 if hasattr(exc, "add_note"):  # Python ≥ 3.11
@@ -168,6 +223,6 @@ def run_job(
             raise JobFailedError(
                 f"{describe} failed transiently {attempt + 1} times: {type(exc).__name__}: "
                 f"{exc}. Retry the step, allow more with JobPolicy(retries=...) or a longer "
-                "timeout_s, or set JobPolicy(fallback='exact') on the backend "
-                "(backend.job_policy)."
+                "timeout_s, or set a fallback: qgraph.compile(..., job_policy=JobPolicy("
+                "fallback='exact' or 'classical'))."
             ) from exc

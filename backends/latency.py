@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from qgraph.backends import get_backend
-from qgraph.backends.base import Backend, BackendStats, Capabilities, ExecutionRecord
+from qgraph.backends.base import Backend, BackendStats, Capabilities, ExecutionRecord, job_log
 
 if TYPE_CHECKING:
     from qgraph.kernels.qrce import QRCEStructure
@@ -72,7 +72,8 @@ class LatencyBackend:
         self.calls: Counter[str] = Counter()
         self._device = threading.Lock()
         self._log = threading.Lock()
-        self._cursor = len(inner.stats.records)  # inner records already taken (exclusive=False)
+        # inner records already taken (exclusive=False), as the inner log's running total
+        self._cursor = job_log(inner).total
 
     @property
     def capabilities(self) -> Capabilities:
@@ -99,19 +100,17 @@ class LatencyBackend:
         if self.exclusive:
             with self._device:
                 started = time.perf_counter()
-                records = self.inner.stats.records
-                first = len(records)
+                records = job_log(self.inner)
+                first = records.total
                 result = run()
-                own = list(records[first:])
+                own = records.since(first)
                 ended = time.perf_counter()
         else:
             started = time.perf_counter()
             result = run()
             ended = time.perf_counter()
             with self._log:  # whatever the inner backend logged since the last job ended
-                records = self.inner.stats.records
-                own = list(records[self._cursor :])
-                self._cursor = len(records)
+                own, self._cursor = job_log(self.inner).read_since(self._cursor)
         waited = started - submitted
         if own:
             head = own[0]

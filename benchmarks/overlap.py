@@ -154,16 +154,16 @@ def jobs_per_step(quick: bool) -> tuple[dict[str, Any], float]:
         optimizer = torch.optim.SGD(cm.parameters(), lr=1e-3)
         for k in (1, 2):
             with HybridScheduler(cm, microbatches=k) as scheduler:
-                jobs0, calls0 = len(inner.stats.records), sum(backend.calls.values())
+                jobs0, calls0 = inner.stats.jobs, sum(backend.calls.values())
                 out = scheduler.run(*case.args, **case.kwargs)
                 scheduler.backward(out.last_hidden_state.square().mean())
                 optimizer.step()
                 optimizer.zero_grad()
-                jobs = len(inner.stats.records) - jobs0
+                jobs = inner.stats.jobs - jobs0
                 calls = sum(backend.calls.values()) - calls0
                 summary = scheduler.summary()
             kinds: dict[str, int] = {}
-            for record in inner.stats.records[jobs0:]:
+            for record in inner.stats.records.since(jobs0):
                 kinds[record.kernel] = kinds.get(record.kernel, 0) + 1
             rows.append(
                 {

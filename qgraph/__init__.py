@@ -13,6 +13,7 @@ from typing import Any
 import qgraph.ops  # noqa: F401  (registers torch.ops.qgraph.*)
 from qgraph.api import CompiledModule, compile, devices, explain
 from qgraph.atomic import atomic_backward
+from qgraph.backends.job_policy import JobFailedError, JobPolicy
 from qgraph.errors import CaptureError, InputError, PolicyError, QGraphError, UnknownBackendError
 from qgraph.persist import load, save
 from qgraph.report import Report
@@ -31,6 +32,8 @@ __all__ = [
     "CaptureError",
     "CompiledModule",
     "InputError",
+    "JobFailedError",
+    "JobPolicy",
     "PolicyError",
     "QGraphError",
     "Report",

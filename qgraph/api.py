@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from qgraph.backends import Backend
+from qgraph.backends.job_policy import JobPolicy
 from qgraph.capture import Frontend
 from qgraph.compiled import CompiledModule, compile_module
 from qgraph.costing import (
@@ -51,6 +52,7 @@ def compile(
     seed: int = 0,
     frontend: Frontend = "auto",
     max_captures: int = DEFAULT_MAX_CAPTURES,
+    job_policy: JobPolicy | None = None,
 ) -> CompiledModule:
     """Capture ``model``, find its attention and embedding sites, and offload the chosen ones.
 
@@ -80,6 +82,10 @@ def compile(
         frontend: ``"auto"``, ``"export"`` (torch.export) or ``"symbolic_trace"``.
         max_captures: how many graphs the module may capture (one per train/eval mode,
             call structure and shape range) before a call that needs another is refused.
+        job_policy: what the backend does when a job fails or hangs (``JobPolicy``: timeout,
+            retries with backoff, fallback "raise", "exact" or "classical"); set on the
+            backend instance, so two modules that need different policies need two
+            instances. None keeps the backend's own (by default: 2 retries, then raise).
 
     Returns:
         A CompiledModule; ``.report`` lists every site, ``.graph_module`` is the rewritten graph.
@@ -100,6 +106,7 @@ def compile(
         "seed": seed,
         "frontend": frontend,
         "max_captures": max_captures,
+        "job_policy": job_policy,
     }
     return compile_module(model, example_inputs, example_kwargs, options)
 

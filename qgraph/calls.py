@@ -13,8 +13,9 @@ captured per structure, as torch.compile guards on the same facts and recompiles
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,3 +128,73 @@ class CallBinder:
                     f"{', '.join(map(_describe, old_kinds)) or 'nothing'}"
                 )
         return "; ".join(changes) or "same structure"
+
+
+def _tensor_leaves(call: BoundCall) -> dict[str, torch.Tensor]:
+    """The call's tensors by a readable name (``attention_mask``, ``args[0]``, ``x['a']``)."""
+    named: dict[str, torch.Tensor] = {}
+    tree = {**{f"args[{i}]": a for i, a in enumerate(call.args)}, **call.kwargs}
+    for path, leaf in pytree.tree_flatten_with_path(tree)[0]:
+        if isinstance(leaf, torch.Tensor):
+            name = pytree.keystr(path)
+            named[name[2:-2] if name.count("[") == 1 else name] = leaf
+    return named
+
+
+def shape_conflict(example: BoundCall, call: BoundCall) -> str | None:
+    """Why ``call`` cannot run where ``example`` did, if two of its inputs disagree in size.
+
+    Tensors of the same rank whose sizes matched along a dimension in the example (input
+    ids and their attention mask) are expected to match in the call; returns a message with
+    the concrete shapes and the fix for the first pair that does not, or None. Used to
+    explain a failed capture or run, not to refuse calls: a match in the example can be a
+    coincidence.
+    """
+    before, now = _tensor_leaves(example), _tensor_leaves(call)
+    names = [n for n in before if n in now and now[n].dim() == before[n].dim()]
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            if before[first].dim() != before[second].dim():
+                continue
+            for dim in range(before[first].dim()):
+                was = (before[first].shape[dim], before[second].shape[dim])
+                got = (now[first].shape[dim], now[second].shape[dim])
+                if was[0] == was[1] and got[0] != got[1]:
+                    return (
+                        f"{first} has shape {tuple(now[first].shape)} but {second} has "
+                        f"{tuple(now[second].shape)}: they differ in dimension {dim} "
+                        f"({got[0]} vs {got[1]}), where the example inputs had them equal "
+                        f"({tuple(before[first].shape)} and {tuple(before[second].shape)}). "
+                        f"Pass {first} and {second} with the same size in dimension {dim} "
+                        "(e.g. the attention mask of exactly these input ids)."
+                    )
+    return None
+
+
+@contextlib.contextmanager
+def blaming_mismatched_inputs(example: BoundCall, call: BoundCall) -> Iterator[None]:
+    """Within the block, a failure on a call whose inputs disagree in size where the
+    example's agreed (ids and their mask) is raised as that InputError, with the shapes."""
+    try:
+        yield
+    except Exception as exc:
+        conflict = shape_conflict(example, call) if call is not example else None
+        if conflict is None:
+            raise
+        raise InputError(conflict) from exc
+
+
+def why_new_capture(
+    same_mode: Sequence[Hashable], call: BoundCall, binder: CallBinder, example: BoundCall
+) -> str:
+    """Why no capture of this mode (their structures: ``same_mode``) serves ``call``."""
+    if not same_mode:
+        return "first call in this mode"
+    if call.structure in same_mode:
+        sizes = ", ".join(
+            f"{name} {tuple(value.shape)}"
+            for name, value in call.kwargs.items()
+            if isinstance(value, torch.Tensor)
+        )
+        return f"sizes outside the captured ranges ({sizes})"
+    return "call structure differs: " + binder.difference(call, example)

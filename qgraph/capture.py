@@ -125,17 +125,26 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
+#: how errors name the inputs of a capture: the example at compile, a call's afterwards
+EXAMPLE_INPUTS = "the example inputs"
+CALL_INPUTS = "the inputs of this call"
+
+
 def raise_if_model_fails(
-    model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    model: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    inputs: str = EXAMPLE_INPUTS,
 ) -> None:
-    """Raise InputError when the model itself fails eagerly on these inputs."""
+    """Raise InputError when the model itself fails eagerly on these inputs (``inputs``
+    names them in the message)."""
     try:
         with torch.no_grad():
             model(*args, **kwargs)
     except Exception as eager_exc:
         raise InputError(
-            f"{type(model).__name__} itself fails on the example inputs, so there is nothing "
-            f"to capture: {_first_line(eager_exc)}. Pass example inputs that the model accepts."
+            f"{type(model).__name__} itself fails on {inputs}, so there is nothing to "
+            f"capture: {_first_line(eager_exc)}. Pass inputs that the model accepts."
         ) from eager_exc
 
 
@@ -224,11 +233,13 @@ def capture(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     frontend: Frontend = "auto",
+    inputs: str = EXAMPLE_INPUTS,
 ) -> Captured:
-    """Capture ``model`` at the example inputs, in its current train/eval mode.
+    """Capture ``model`` at these inputs, in its current train/eval mode.
 
     ``frontend="auto"`` tries torch.export and falls back to symbolic_trace; when both fail
-    the CaptureError names the failing line and what to do.
+    the CaptureError names the failing line and what to do. ``inputs`` names the inputs in
+    errors (the example at compile; a later call's when it needs a capture of its own).
     """
     if frontend not in ("auto", "export", "symbolic_trace"):
         raise InputError(
@@ -248,7 +259,7 @@ def capture(
         return _export(model, args, kwargs)
     except Exception as export_exc:
         export_failure = export_exc
-    raise_if_model_fails(model, args, kwargs)
+    raise_if_model_fails(model, args, kwargs, inputs)
     if frontend == "auto":
         try:
             return _symbolic_trace(model)

@@ -23,18 +23,25 @@ import torch.fx as fx
 import torch.utils._pytree as pytree
 from torch import nn
 
-from qgraph.backends import get_backend, resolve
-from qgraph.calls import BoundCall, CallBinder
-from qgraph.capture import Captured, capture, raise_if_model_fails
+from qgraph.backends import KernelCounters, get_backend, resolve
+from qgraph.calls import BoundCall, CallBinder, blaming_mismatched_inputs, why_new_capture
+from qgraph.capture import (
+    CALL_INPUTS,
+    EXAMPLE_INPUTS,
+    Captured,
+    capture,
+    raise_if_model_fails,
+)
 from qgraph.costing import SiteCosts
-from qgraph.errors import CaptureError, InputError
-from qgraph.generation import generation_view
+from qgraph.errors import CaptureError
+from qgraph.generation import generate
 from qgraph.gradients import resolve_gradients
 from qgraph.graph_capture import GraphCapture, shape_guard
 from qgraph.layers import QRCEEmbedding, QRCEOptions
 from qgraph.passes.analysis.decide_offload import decided_sites
 from qgraph.passes.base import PropertySet
 from qgraph.passes.lower.bind_backend import BindBackend
+from qgraph.passes.rewrite.replace_attention import site_label
 from qgraph.pipelines import analysis_pipeline, decision_pipeline, rewrite_pipeline
 from qgraph.policy import PolicyLike
 from qgraph.records import load_layer_states, module_record, rebuild_options
@@ -94,6 +101,7 @@ class CompiledModule(nn.Module):
         #: the keyword arguments ``qgraph.compile`` was called with (qgraph.save stores them)
         self.compile_options: dict[str, Any] = dict(compile_options or {})
         self._backend = settings.backend
+        self._backend_ref = get_backend(self._backend)  # keeps a configured instance registered
         self.site_costs: dict[str, SiteCosts] = {}
         self.precision = settings.precision  # target standard error of each estimated value
         self._captures: list[GraphCapture] = []
@@ -105,18 +113,21 @@ class CompiledModule(nn.Module):
         self.report: Report = Report(
             type(model).__name__, "", settings.backend, _policy_name(settings.policy)
         )
+        self.report.job_counters = self._job_counters
         self.report.notes.append(
             "gradients: " + ", ".join(f"{k} by {m}" for k, m in settings.gradients.items()) + "."
         )
         self.graph_module = self._build(self._example, first=True).graph_module
 
     # -- building -------------------------------------------------------------------------
-    def _capture(self, call: BoundCall) -> Captured:
+    def _capture(self, call: BoundCall, first: bool) -> Captured:
         model = self._model
         was_training = model.training
         model.train(self.training)
+        inputs = EXAMPLE_INPUTS if first else CALL_INPUTS
         try:
-            return capture(model, call.args, call.kwargs, frontend=self.settings.frontend)
+            with blaming_mismatched_inputs(self._example, call):
+                return capture(model, call.args, call.kwargs, self.settings.frontend, inputs)
         finally:
             model.train(was_training)
 
@@ -130,7 +141,7 @@ class CompiledModule(nn.Module):
                 "form (mask dtype, optional arguments) the same, or compile with a larger "
                 "max_captures."
             )
-        captured = self._capture(call)
+        captured = self._capture(call, first)
         gm = captured.graph_module
         # Every input of the three pipelines, written once here (passes/README.md).
         props = PropertySet(
@@ -153,7 +164,9 @@ class CompiledModule(nn.Module):
         except Exception:
             # Fake-tensor capture misses value errors (an id beyond the vocabulary); the
             # first real run finds them. Blame the inputs when the model fails on them too.
-            raise_if_model_fails(self._model, call.args, call.kwargs)
+            raise_if_model_fails(
+                self._model, call.args, call.kwargs, EXAMPLE_INPUTS if first else CALL_INPUTS
+            )
             raise
         decision_pipeline().run(gm, props)
         if first:
@@ -193,17 +206,8 @@ class CompiledModule(nn.Module):
 
     def _why_new(self, call: BoundCall) -> str:
         """Why no existing capture serves ``call``, in words."""
-        same_mode = [c for c in self._captures if c.training == self.training]
-        if not same_mode:
-            return "first call in this mode"
-        if any(c.structure == call.structure for c in same_mode):
-            sizes = ", ".join(
-                f"{name} {tuple(value.shape)}"
-                for name, value in call.kwargs.items()
-                if isinstance(value, torch.Tensor)
-            )
-            return f"sizes outside the captured ranges ({sizes})"
-        return "call structure differs: " + self._binder.difference(call, self._example)
+        same_mode = [c.structure for c in self._captures if c.training == self.training]
+        return why_new_capture(same_mode, call, self._binder, self._example)
 
     # -- running --------------------------------------------------------------------------
     def _lookup(self, call: BoundCall) -> GraphCapture | None:
@@ -259,12 +263,13 @@ class CompiledModule(nn.Module):
         gm = entry.graph_module
         if gm is not self.graph_module:
             self._modules["graph_module"] = gm
-        if self.report.frontend == "symbolic_trace":
-            # fx graphs call the user's own submodules (dropout, batch norm), which follow
-            # the user's model's mode, not this module's.
-            with self.model_in_mode():
-                return entry.run(call)
-        return entry.run(call)
+        with blaming_mismatched_inputs(self._example, call):
+            if self.report.frontend == "symbolic_trace":
+                # fx graphs call the user's own submodules (dropout, batch norm), which follow
+                # the user's model's mode, not this module's.
+                with self.model_in_mode():
+                    return entry.run(call)
+            return entry.run(call)
 
     @contextlib.contextmanager
     def model_in_mode(self) -> Iterator[None]:
@@ -308,6 +313,12 @@ class CompiledModule(nn.Module):
             return self.model_in_mode()
         return contextlib.nullcontext()
 
+    def _job_counters(self) -> dict[str, KernelCounters]:
+        """The backend's counters of each quantum site of this module (``Report.jobs``)."""
+        per_site = self.backend.stats.per_site
+        labels = {s.key: site_label(str(self._id), s.key) for s in self.report.quantum_sites}
+        return {key: per_site[label] for key, label in labels.items() if label in per_site}
+
     def record_timeline(self, timeline: Timeline) -> None:
         """Keep a scheduler step's timeline as ``report.timeline``, so that the review page
         (``report.to_html``) shows the latest step."""
@@ -321,19 +332,7 @@ class CompiledModule(nn.Module):
         through a captured graph. Tokens equal the original's ``generate(use_cache=False)``
         under policy "none".
         """
-        if not callable(getattr(self._model, "generate", None)):
-            raise AttributeError(
-                f"{type(self._model).__name__} has no generate(); only generative models "
-                "(e.g. GPT2LMHeadModel, LlamaForCausalLM) can generate."
-            )
-        if kwargs.get("use_cache"):
-            raise InputError(
-                "a compiled module generates without a KV cache (a cache object cannot pass "
-                "through a captured graph); drop use_cache=True."
-            )
-        kwargs["use_cache"] = False
-        view: Any = generation_view(self.model, self)
-        return view.generate(*args, **kwargs)
+        return generate(self.model, self, *args, **kwargs)
 
     def report_site(self, key: str) -> Site:
         """The report's site with this key."""
@@ -453,7 +452,7 @@ class CompiledModule(nn.Module):
         gradients = resolve_gradients(gradient, key, get_backend(key).capabilities)
         with self._capture_lock:
             self.settings = replace(self.settings, backend=key, gradients=gradients)
-            self._backend = key
+            self._backend, self._backend_ref = key, get_backend(key)
             self.report.backend = key
             self.compile_options.update(backend=backend, gradient=gradient)
             props = PropertySet(backend=key, gradients=gradients)

@@ -75,6 +75,8 @@ class BackendSettings:
     backend: str  # the backend's registry key (a configured instance gets its own key)
     gradients: dict[str, str]  # kernel -> gradient method
     costs: CostOptions | None  # None: the sites are not costed
+    # the backend itself: a configured instance stays registered while a graph runs on it
+    instance: Any = field(default=None, repr=False, compare=False)
 
 
 def parse_options(options: Mapping[str, Any] | None) -> BackendSettings:
@@ -119,7 +121,7 @@ def parse_options(options: Mapping[str, Any] | None) -> BackendSettings:
             gradients=gradients,
         )
         costs.validate()
-    return BackendSettings(policy, backend_key, gradients, costs)
+    return BackendSettings(policy, backend_key, gradients, costs, get_backend(backend_key))
 
 
 # -- the registry of graphs this backend received ------------------------------------------

@@ -7,7 +7,27 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["generation_view"]
+from qgraph.errors import InputError
+
+__all__ = ["generate", "generation_view"]
+
+
+def generate(model: nn.Module, forward: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``model.generate(*args, **kwargs)`` with every step through ``forward`` (a compiled
+    module's), without a KV cache: a cache object cannot pass through a captured graph."""
+    if not callable(getattr(model, "generate", None)):
+        raise AttributeError(
+            f"{type(model).__name__} has no generate(); only generative models "
+            "(e.g. GPT2LMHeadModel, LlamaForCausalLM) can generate."
+        )
+    if kwargs.get("use_cache"):
+        raise InputError(
+            "a compiled module generates without a KV cache (a cache object cannot pass "
+            "through a captured graph); drop use_cache=True."
+        )
+    kwargs["use_cache"] = False
+    view: Any = generation_view(model, forward)
+    return view.generate(*args, **kwargs)
 
 
 def generation_view(model: nn.Module, forward: Callable[..., Any]) -> nn.Module:

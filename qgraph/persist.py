@@ -51,7 +51,13 @@ def load(path: str | os.PathLike[str], model: nn.Module, **overrides: Any) -> Co
     source = Path(path)
     if not source.is_file():
         raise InputError(f"no file {source}; pass the path qgraph.save wrote.")
-    record = torch.load(source, weights_only=False)
+    try:
+        record = torch.load(source, weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: pickle raises many types
+        raise InputError(
+            f"{source} is not a file qgraph.save wrote (torch.load failed: "
+            f"{type(exc).__name__}: {exc}); pass the path qgraph.save wrote."
+        ) from exc
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise InputError(
             f"{source} was not written by qgraph.save (format {FORMAT}); load plain "

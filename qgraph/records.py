@@ -61,7 +61,8 @@ def module_record(cm: CompiledModule) -> dict[str, Any]:
 
 def rebuild_options(record: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """The compile options to rebuild with: the record's, ``overrides`` replacing some."""
-    options = {**record["options"], **overrides}
+    # options added after the file was written take their defaults
+    options = {"job_policy": None, **record["options"], **overrides}
     if options.get("backend") is None:
         raise InputError(
             "this module was compiled with a configured backend instance, which is not "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from qgraph.review import write_html
 from qgraph.site import Site
 
 if TYPE_CHECKING:
+    from qgraph.backends import KernelCounters
     from qgraph.scheduler import Timeline
 
 #: the columns of the printed table and the CSV export, in order
@@ -31,6 +33,8 @@ COLUMNS: tuple[str, ...] = (
 )
 #: columns added when the sites were costed: the decision device's predictions
 COST_COLUMNS: tuple[str, ...] = ("device", "quantum s", "classical s", "fidelity", "usd")
+#: what ``Report.jobs`` counts per quantum site (``KernelCounters`` fields)
+JOB_COUNTS: tuple[str, ...] = ("calls", "retries", "timeouts", "fallbacks", "fallback_rows")
 
 
 def _cell(value: Any) -> str:
@@ -65,6 +69,11 @@ class Report:
     # step, for to_html; not report data, so left out of repr and equality
     graph_module: Any = field(default=None, repr=False, compare=False)
     timeline: Timeline | None = field(default=None, repr=False, compare=False)
+    # the backend's live counters of each quantum site (site key -> counters), set by the
+    # compiled module: what its jobs have done since compile
+    job_counters: Callable[[], dict[str, KernelCounters]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def quantum_sites(self) -> list[Site]:
@@ -117,6 +126,17 @@ class Report:
                 )
             rows.append({c: row[c] for c in self.columns})
         return rows
+
+    def jobs(self) -> dict[str, dict[str, int]]:
+        """Per quantum site that has run, its jobs so far (``JOB_COUNTS``): op calls, retried
+        attempts, timed-out attempts, calls the job policy's fallback computed, and QAAP rows
+        that fell back to uniform weights. Empty before the module has run."""
+        counters = self.job_counters() if self.job_counters is not None else {}
+        return {
+            key: {name: getattr(c, name) for name in JOB_COUNTS}
+            for key, c in counters.items()
+            if c.calls or c.retries or c.timeouts or c.fallbacks
+        }
 
     def to_dicts(self) -> list[dict[str, Any]]:
         """Every field of every site, for analysis (JSON-friendly)."""
@@ -171,9 +191,26 @@ class Report:
             f"({sum(s.op == 'qaap' for s in self.sites)} qaap, "
             f"{sum(s.op == 'qrce' for s in self.sites)} qrce)"
         )
-        for line in [counts, *self.notes]:
+        for line in [counts, *self.notes, *self._job_lines()]:
             console.print(line)
         return console.export_text()
+
+    def _job_lines(self) -> list[str]:
+        jobs = self.jobs()
+        if not jobs:
+            return []
+        total = {name: sum(site[name] for site in jobs.values()) for name in JOB_COUNTS}
+        lines = [
+            f"jobs so far: {total['calls']} calls, {total['retries']} retries, "
+            f"{total['timeouts']} timeouts, {total['fallbacks']} fallbacks (job policy)"
+        ]
+        for key, site in jobs.items():
+            if site["retries"] or site["timeouts"] or site["fallbacks"]:
+                lines.append(
+                    f"  {key}: {site['calls']} calls, {site['retries']} retries, "
+                    f"{site['timeouts']} timeouts, {site['fallbacks']} fallbacks"
+                )
+        return lines
 
     def __repr__(self) -> str:
         return (

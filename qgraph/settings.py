@@ -9,6 +9,8 @@ from typing import Any
 from torch import nn
 
 from qgraph.backends import get_backend, resolve
+from qgraph.backends.frontend import QuantumFrontEnd
+from qgraph.backends.job_policy import JobPolicy
 from qgraph.capture import Frontend, check_example_inputs
 from qgraph.costing import DEFAULT_DEVICE, CostOptions
 from qgraph.costmodel.resources import precision_error
@@ -17,7 +19,13 @@ from qgraph.gradients import resolve_gradients
 from qgraph.layers import QRCEOptions
 from qgraph.policy import PolicyLike, validate_policy
 
-__all__ = ["DEFAULT_MAX_CAPTURES", "OPTION_NAMES", "CompileSettings", "compile_settings"]
+__all__ = [
+    "DEFAULT_MAX_CAPTURES",
+    "OPTION_NAMES",
+    "CompileSettings",
+    "apply_job_policy",
+    "compile_settings",
+]
 
 #: graphs a compiled module may capture before it refuses (torch.compile's recompile limit
 #: is 8 per frame; a module here has two modes and often a batch-1 specialisation)
@@ -57,6 +65,7 @@ OPTION_NAMES = (
     "seed",
     "frontend",
     "max_captures",
+    "job_policy",
 )
 
 
@@ -89,6 +98,7 @@ def compile_settings(
     check_example_inputs(model, example_inputs, example_kwargs)
     backend_key = resolve(backend)
     gradients = resolve_gradients(gradient, backend_key, get_backend(backend_key).capabilities)
+    apply_job_policy(get_backend(backend_key), options["job_policy"])
     validate_policy(policy, embedding_tables)
     problem = precision_error(precision)  # also sets the shots of sampled sites, any policy
     if problem is not None:
@@ -134,3 +144,33 @@ def compile_settings(
         "embedding_tables": tuple(embedding_tables),
     }
     return settings, given
+
+
+def apply_job_policy(backend: Any, job_policy: JobPolicy | None) -> None:
+    """Give ``backend`` (or the backend a wrapper runs on) ``job_policy``; None leaves it.
+
+    The policy lives on the backend instance; a different one set by an earlier compile is
+    refused rather than silently replaced under the other module."""
+    if job_policy is None:
+        return
+    if not isinstance(job_policy, JobPolicy):
+        raise InputError(
+            f"job_policy must be a JobPolicy (qgraph.JobPolicy(timeout_s=..., retries=..., "
+            f"fallback=...)) or None; got {type(job_policy).__name__}."
+        )
+    target = backend
+    while not isinstance(target, QuantumFrontEnd) and hasattr(target, "inner"):
+        target = target.inner  # a wrapper (LatencyBackend) runs its jobs on the inner backend
+    if not isinstance(target, QuantumFrontEnd):
+        raise InputError(
+            f"backend {backend.name!r} ({type(backend).__name__}) does not run its jobs under a "
+            "JobPolicy (only backends built on QuantumFrontEnd do); drop job_policy."
+        )
+    current = target.job_policy
+    if current != job_policy and current != type(target).job_policy:
+        raise InputError(
+            f"backend {target.name!r} already runs under {current} (set by an earlier "
+            f"compile or by hand), not {job_policy}: pass each module its own backend "
+            "instance, or set backend.job_policy yourself."
+        )
+    target.job_policy = job_policy

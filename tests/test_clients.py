@@ -99,6 +99,49 @@ def test_hf_trainer_trains_a_compiled_classifier(tmp_path: Path) -> None:
     assert len(cm.captures) <= 4, cm.report.notes
 
 
+def _trained_with_faults(
+    tmp_path: Path, backend: Any, trainer_class: Any, steps: int = 6
+) -> tuple[dict[str, torch.Tensor], Any]:
+    model = _classifier()
+    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
+    for module in model.modules():  # dropout draws would differ between a step and its retry
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    data = _TokenRangeTask(size=32)
+    example = _pad([data[0], data[1]])
+    cm = qgraph.compile(
+        model,
+        (),
+        {"input_ids": example["input_ids"], "attention_mask": example["attention_mask"]},
+        policy="all",
+        embedding_tables=(),
+        backend=backend,
+        job_policy=qgraph.JobPolicy(retries=0),
+    )
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), max_steps=steps, learning_rate=3e-3, per_device_train_batch_size=4
+    )
+    trainer = trainer_class(model=cm, args=args, train_dataset=data, data_collator=_pad)
+    trainer.train()
+    return {n: p.detach().clone() for n, p in cm.named_parameters()}, trainer
+
+
+def test_hf_trainer_with_atomic_steps_survives_jobs_that_fail_for_good(tmp_path: Path) -> None:
+    from qgraph.atomic import AtomicTrainingStep
+    from qgraph.backends.faults import FaultyBackend
+
+    class AtomicTrainer(AtomicTrainingStep, transformers.Trainer):
+        step_retries = 20
+
+    clean, _ = _trained_with_faults(tmp_path / "clean", ExactBackend(), transformers.Trainer)
+    faulty = FaultyBackend(ExactBackend(), failure_rate=0.1, seed=3)
+    got, trainer = _trained_with_faults(tmp_path / "faulty", faulty, AtomicTrainer)
+    # no job retries (JobPolicy(retries=0)): each fault failed its whole step, run again
+    assert trainer.failed_steps == faulty.injected > 0
+    for name in clean:
+        assert torch.equal(clean[name], got[name]), name
+
+
 def test_sentence_transformers_encode_through_the_compiled_model() -> None:
     sentence_transformers = pytest.importorskip("sentence_transformers")
     from qgraph.integrations import compile_sentence_transformer

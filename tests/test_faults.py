@@ -132,10 +132,12 @@ def test_run_job_waits_longer_before_each_retry() -> None:
             raise error
         return "done"
 
-    counters = ExactBackend().stats.site("s")
+    stats = ExactBackend().stats
     policy = JobPolicy(retries=3, backoff_s=0.5, backoff_factor=2.0)
-    assert run_job(call, policy, counters, "a job", lambda: "exact", sleep=waits.append) == "done"
-    assert waits == [0.5, 1.0] and counters.retries == 2
+    done = run_job(call, policy, stats, "qaap", "s", "a job", lambda: "exact", sleep=waits.append)
+    assert done == "done"
+    assert waits == [0.5, 1.0] and stats.site("s").retries == 2
+    assert [r.outcome for r in stats.records] == ["retried", "retried"]
 
 
 def test_the_wrapper_leaves_its_inner_backend_as_it_was() -> None:

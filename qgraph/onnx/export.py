@@ -39,7 +39,7 @@ from qgraph.circuits.qaap import qaap_registers
 from qgraph.circuits.templates import qaap_template, qrce_layer_template
 from qgraph.compiled import CompiledModule
 from qgraph.errors import InputError, QGraphError
-from qgraph.onnx.folders import check_writable, remove_all_but
+from qgraph.onnx.folders import check_writable, make_folder, remove_all_but
 from qgraph.onnx.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -442,9 +442,7 @@ def export_onnx(
         )
     kwargs = dict(example_kwargs or {})
     folder = Path(out_dir)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"out_dir {folder} exists and is not a folder; pick another path.")
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     existing = sorted(p.name for p in folder.iterdir())
     if existing and not overwrite:
         raise InputError(

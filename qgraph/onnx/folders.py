@@ -7,7 +7,20 @@ from pathlib import Path
 
 from qgraph.errors import InputError
 
-__all__ = ["check_writable", "remove_all_but"]
+__all__ = ["check_writable", "make_folder", "remove_all_but"]
+
+
+def make_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents) if needed; InputError if that cannot be done."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"out_dir {folder} exists and is not a folder; pick another path.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create out_dir {folder} ({exc.strerror or exc}); pick a folder you can "
+            "write to."
+        ) from None
 
 
 def check_writable(folder: Path) -> None:

@@ -236,7 +236,8 @@ def runnable_model(model: onnx.ModelProto | str | Path, backend: Any = "exact") 
 
     The nodes move from ``ai.qgraph`` to ``ai.onnx.contrib`` (the only domain in which
     onnxruntime-extensions runs Python ops), keep only the attributes the ops read, and name
-    the qgraph backend (a registered name) they run on.
+    the qgraph backend (a registered name) they run on. The registry holds a configured
+    instance only while something else does: keep a reference to it while the model runs.
     """
     backend_key = resolve(backend)  # a registered name, or an instance (registered now)
     proto = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
@@ -324,7 +325,8 @@ def _register_runnable_ops() -> None:
 
 def runnable_session(model: onnx.ModelProto | str | Path, backend: Any = "exact") -> Any:
     """An onnxruntime session of the whole model, quantum nodes on ``backend`` (a registered
-    name or a backend instance) through onnxruntime-extensions."""
+    name or a backend instance) through onnxruntime-extensions. The session keeps the
+    backend alive (``session.qgraph_backend``)."""
     import onnxruntime as ort
 
     try:
@@ -339,9 +341,12 @@ def runnable_session(model: onnx.ModelProto | str | Path, backend: Any = "exact"
     options = _session_options()
     options.register_custom_ops_library(get_library_path())
     proto = runnable_model(model, backend)
-    return ort.InferenceSession(
+    session = ort.InferenceSession(
         proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
+    # the model names the backend by registry key, which holds instances weakly
+    session.qgraph_backend = get_backend(resolve(backend))
+    return session
 
 
 def run_model(

@@ -114,7 +114,8 @@ def record_backward(
     records: list[tuple[ExecutionRecord, str, float]],
     site_qubits: dict[str, int],
 ) -> None:
-    """Add a backward pass to ``timeline``: one event for the pass, one per backend record.
+    """Add a backward pass to ``timeline``: one event for the pass, one per backend record
+    (a failed attempt or a fallback too: its event counts it, not a job).
 
     ``records`` are (record, thread, perf_counter when it was appended); a backend appends a
     record when its job ends, so the job's event ends there and lasts the record's wall time.
@@ -143,11 +144,14 @@ def record_backward(
                 phase="backward",
                 queue_s=record.queue_s,
                 run_s=None if record.queue_s is None else max(record.wall_s - record.queue_s, 0.0),
-                jobs=1,
+                jobs=int(record.outcome == "done"),
                 circuits=record.circuits,
                 shots=shots,
                 bytes_received=record.bytes_received,
                 raw_shot_bytes=shots * site_qubits.get(record.site, 0) // 8,
+                retries=int(record.outcome == "retried"),
+                timeouts=int(record.timed_out),
+                fallbacks=int(record.outcome == "fallback"),
             )
         )
     timeline.backward_s += end - start

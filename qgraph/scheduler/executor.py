@@ -16,7 +16,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from qgraph.backends import ExecutionRecord
+from qgraph.atomic import grads_restored_on_error
+from qgraph.backends import ExecutionRecord, get_backend
 from qgraph.scheduler.backward import LastRun, concurrent_backward, record_backward
 from qgraph.scheduler.batching import Call, merge, split
 from qgraph.scheduler.jobs import JobRunner
@@ -24,6 +25,7 @@ from qgraph.scheduler.partition import PartitionDAG, partition_dag
 from qgraph.scheduler.plan import Plan, make_plan
 from qgraph.scheduler.pool import DaemonPool
 from qgraph.scheduler.qrce_cache import QRCECache
+from qgraph.scheduler.quantum import bound_args, is_quantum
 from qgraph.scheduler.records import backend_taps, listening
 from qgraph.scheduler.step import ForwardStep
 from qgraph.scheduler.timeline import StepSummary, Timeline, TimelineEvent
@@ -181,7 +183,11 @@ class HybridScheduler:
                 cache=self._cache if self.cache else None,
                 site_qubits=self._site_qubits,
             )
-            raw = step.run()
+            try:
+                raw = step.run()
+            except KeyboardInterrupt:
+                cancel_jobs(gm)
+                raise
         outputs = merge(raw)
         timeline.wall_s = time.perf_counter() - timeline.origin
         self._last = LastRun(gm, raw, outputs)
@@ -217,7 +223,9 @@ class HybridScheduler:
         QAAP SPSA) of different micro-batches overlap. Gradients accumulate into ``.grad`` as
         with ``loss.backward()`` (summation order may differ in the last bits). With one
         micro-batch, or when the outputs are not those of the last run, it is
-        ``loss.backward()``. The step's timeline gains the backward jobs.
+        ``loss.backward()``. The step's timeline gains the backward jobs. A backward that
+        fails (a quantum job that fails for good) is atomic: every parameter gets back the
+        ``.grad`` it had before, and the error propagates.
         """
         timeline = self.timeline
         start = time.perf_counter()
@@ -229,10 +237,32 @@ class HybridScheduler:
             records.append((record, threading.current_thread().name, time.perf_counter()))
 
         taps = [] if last is None else backend_taps(last.gm)
-        with listening(taps, collect):
-            concurrent_backward(loss, last, self._executor)
+        with listening(taps, collect), grads_restored_on_error(self.cm):
+            try:
+                concurrent_backward(loss, last, self._executor)
+            except KeyboardInterrupt:
+                if last is not None:
+                    cancel_jobs(last.gm)
+                raise
         end = time.perf_counter()
         record_backward(
             timeline, start, end, threading.current_thread().name, records, self._site_qubits
         )
         self._last = None  # release the outputs (and what their graph still holds)
+
+
+def cancel_jobs(gm: fx.GraphModule) -> int:
+    """Cancel what the backends of ``gm``'s quantum nodes still run, where they can (Ctrl-C:
+    the workers are daemons and are left behind, but a provider's queued jobs need not run
+    on). Returns how many jobs were cancelled."""
+    keys = {
+        bound_args(node.target, node.args, dict(node.kwargs))["backend"]
+        for node in gm.graph.nodes
+        if is_quantum(node)
+    }
+    cancelled = 0
+    for key in sorted(keys):
+        cancel = getattr(get_backend(key), "cancel_running", None)
+        if cancel is not None:
+            cancelled += int(cancel())
+    return cancelled

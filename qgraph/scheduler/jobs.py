@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,12 @@ from qgraph.scheduler.qrce_cache import Chunk
 from qgraph.scheduler.timeline import TimelineEvent
 
 __all__ = ["Job", "JobRunner", "job_event"]
+
+#: the (runner, job) whose op call runs in this context; a backend that runs a job in a
+#: thread of its own (a JobPolicy timeout) copies the context, so its records still count
+_RUNNING: contextvars.ContextVar[tuple[JobRunner, Job] | None] = contextvars.ContextVar(
+    "qgraph_running_job", default=None
+)
 
 
 @dataclass
@@ -35,14 +42,11 @@ class Job:
 
 
 class JobRunner:
-    """Runs jobs in worker threads and gives each the backend records made in its thread.
+    """Runs jobs in worker threads and gives each the backend records its op call made.
 
-    Backends append records from the thread that runs the op, so the thread identifies the
-    job; ``on_record`` is the listener to install on the backends' record taps.
+    A context variable names the running job; ``on_record`` is the listener to install on the
+    backends' job logs, and attributes each record to the job of the context it was made in.
     """
-
-    def __init__(self) -> None:
-        self._by_thread: dict[int, Job] = {}
 
     def run(
         self,
@@ -55,27 +59,27 @@ class JobRunner:
     ) -> Any:
         """In a worker thread: run the op call under the caller's autograd modes (thread-local
         state, which the worker does not inherit)."""
-        ident = threading.get_ident()
         job.thread = threading.current_thread().name
-        self._by_thread[ident] = job
+        token = _RUNNING.set((self, job))
         job.started = time.perf_counter()
         try:
             with torch.inference_mode(inference), torch.set_grad_enabled(grad):
                 return target(*args, **kwargs)
         finally:
             job.ended = time.perf_counter()
-            self._by_thread.pop(ident, None)
+            _RUNNING.reset(token)
 
     def on_record(self, record: ExecutionRecord) -> None:
-        """Attribute ``record`` to the job running in this thread, if any."""
-        job = self._by_thread.get(threading.get_ident())
-        if job is not None:
-            job.records.append(record)
+        """Attribute ``record`` to the job running in this context, if it is one of ours."""
+        running = _RUNNING.get()
+        if running is not None and running[0] is self:
+            running[1].records.append(record)
 
 
 def job_event(job: Job, origin: float) -> TimelineEvent:
     """The timeline event of a finished job; times from ``origin`` (perf_counter)."""
-    records = job.records
+    records = [r for r in job.records if r.outcome == "done"]
+    incidents = [r for r in job.records if r.outcome != "done"]
     queues = [r.queue_s for r in records if r.queue_s is not None]
     queue_s = sum(queues) if queues else None
     duration = job.ended - job.started
@@ -100,4 +104,7 @@ def job_event(job: Job, origin: float) -> TimelineEvent:
         tokens=job.tokens[0],
         unique_tokens=job.tokens[1],
         computed_tokens=job.tokens[2],
+        retries=sum(r.outcome == "retried" for r in incidents),
+        timeouts=sum(r.timed_out for r in incidents),
+        fallbacks=sum(r.outcome == "fallback" for r in incidents),
     )

@@ -1,55 +1,35 @@
 """Listening to the ExecutionRecords that backends append while the scheduler runs.
 
 Backends know nothing of the scheduler: each appends one record per job to its own
-``stats.records``. The scheduler swaps that list for a ``RecordTap`` (the records stay in
-it) and listens while a step or a backward pass runs, to attribute records to jobs.
+``stats.records``, a bounded ``JobLog`` (``qgraph.backends.base``) that tells its listeners
+about each new record. The scheduler listens while a step or a backward pass runs, to
+attribute records to jobs; a backend that assigned a plain list there gets a ``JobLog`` of
+its records in its place (``tap``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import torch.fx as fx
 
-from qgraph.backends import Backend, ExecutionRecord, get_backend
+from qgraph.backends import Backend, JobLog, get_backend, job_log
+from qgraph.backends.base import RecordListener
 from qgraph.scheduler.quantum import bound_args, is_quantum
 
-__all__ = ["RecordListener", "RecordTap", "backend_taps", "listening", "tap"]
-
-RecordListener = Callable[[ExecutionRecord], None]
+__all__ = ["RecordListener", "backend_taps", "listening", "tap"]
 
 
-class RecordTap(list):  # type: ignore[type-arg]
-    """A backend's ``stats.records`` list that also tells listeners about each new record."""
-
-    def __init__(self, records: Sequence[ExecutionRecord]) -> None:
-        super().__init__(records)
-        self.listeners: list[RecordListener] = []
-
-    def append(self, record: ExecutionRecord) -> None:
-        super().append(record)
-        for listener in list(self.listeners):  # a copy: a listener may be removed meanwhile
-            listener(record)
-
-    def extend(self, records: Any) -> None:
-        for record in records:
-            self.append(record)
+def tap(backend: Backend) -> JobLog:
+    """``backend.stats.records``, the log the scheduler listens to (a plain list a backend
+    assigned there is converted once; its records are kept)."""
+    return job_log(backend)
 
 
-def tap(backend: Backend) -> RecordTap:
-    """Install (once) the tap on ``backend.stats.records``; the records themselves are kept."""
-    records = backend.stats.records
-    if not isinstance(records, RecordTap):
-        records = RecordTap(records)
-        backend.stats.records = records
-    return records
-
-
-def backend_taps(gm: fx.GraphModule) -> list[RecordTap]:
-    """The taps of every backend the quantum nodes of ``gm`` run on (each once)."""
-    taps: list[RecordTap] = []
+def backend_taps(gm: fx.GraphModule) -> list[JobLog]:
+    """The logs of every backend the quantum nodes of ``gm`` run on (each once)."""
+    taps: list[JobLog] = []
     for node in gm.graph.nodes:
         if is_quantum(node):
             key = bound_args(node.target, node.args, dict(node.kwargs))["backend"]
@@ -60,7 +40,7 @@ def backend_taps(gm: fx.GraphModule) -> list[RecordTap]:
 
 
 @contextlib.contextmanager
-def listening(taps: Sequence[RecordTap], listener: RecordListener) -> Iterator[None]:
+def listening(taps: Sequence[JobLog], listener: RecordListener) -> Iterator[None]:
     """``listener`` hears every record appended to ``taps`` within the block."""
     for record_tap in taps:
         record_tap.listeners.append(listener)

@@ -44,6 +44,9 @@ class TimelineEvent:
     tokens: int = 0  # QRCE: token ids in the call
     unique_tokens: int = 0  # QRCE: distinct ids in the call
     computed_tokens: int = 0  # QRCE: ids whose circuits ran (not shared or cached)
+    retries: int = 0  # attempts that failed transiently and ran again (JobPolicy)
+    timeouts: int = 0  # attempts that outlived the policy's timeout_s
+    fallbacks: int = 0  # calls the policy's fallback computed instead
 
     @property
     def duration_s(self) -> float:
@@ -70,6 +73,9 @@ class StepSummary:
     qrce_unique_tokens: int  # distinct per call (what the backend's own dedup runs)
     qrce_computed_tokens: int  # circuits actually run after sharing/caching
     backward_s: float = 0.0
+    retries: int = 0  # job attempts that failed transiently and ran again
+    timeouts: int = 0  # job attempts that timed out
+    fallbacks: int = 0  # quantum calls computed by the job policy's fallback
 
     def as_dict(self) -> dict[str, Any]:
         """The totals by field name."""
@@ -118,6 +124,9 @@ class Timeline:
             qrce_unique_tokens=sum(e.unique_tokens for e in calls),
             qrce_computed_tokens=sum(e.computed_tokens for e in calls),
             backward_s=self.backward_s,
+            retries=sum(e.retries for e in jobs),
+            timeouts=sum(e.timeouts for e in jobs),
+            fallbacks=sum(e.fallbacks for e in jobs),
         )
 
     def chrome_trace(self) -> dict[str, Any]:
