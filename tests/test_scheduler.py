@@ -312,18 +312,18 @@ def test_one_job_per_quantum_call_on_a_sampled_backend(batch: int) -> None:
     )
     optimizer = torch.optim.SGD(cm.parameters(), lr=1e-3)
     scheduler = HybridScheduler(cm, microbatches=2)
-    jobs_before, calls_before = len(inner.stats.records), sum(backend.calls.values())
+    jobs_before, calls_before = inner.stats.jobs, sum(backend.calls.values())
     out = scheduler.run(*case.args, **case.kwargs)
     scheduler.backward(out.last_hidden_state.square().mean())
     optimizer.step()
-    jobs = len(inner.stats.records) - jobs_before
+    jobs = inner.stats.jobs - jobs_before
     calls = sum(backend.calls.values()) - calls_before
     # forward: 1 QRCE + 2 QAAP per slice; backward: 1 QRCE parameter-shift job per slice
     # (QAAP's straight-through backward runs no circuits), whatever the batch size
     assert calls == jobs == 2 * (3 + 1)
     summary = scheduler.summary()
     assert summary.jobs == jobs and summary.quantum_calls == calls
-    assert summary.shots == sum(r.shots for r in inner.stats.records[jobs_before:])
+    assert summary.shots == sum(r.shots for r in inner.stats.records.since(jobs_before))
     assert summary.bytes_received > 0 and summary.raw_shot_bytes > 0
     assert summary.bytes_saved == summary.raw_shot_bytes - summary.bytes_received
     scheduler.close()
