@@ -24,7 +24,7 @@ from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
 from qgraph.backends.frontend import QAAPRows, QuantumFrontEnd
 from qgraph.kernels.qaap import compute_dtype
 from qgraph.kernels.qrce import QRCEStructure, qrce_probabilities, qrce_probabilities_per_layer
-from qgraph.kernels.sampling import estimate_z_features, sample_qaap_counts
+from qgraph.kernels.sampling import MAX_SHOTS, estimate_z_features, sample_qaap_counts
 
 #: bytes of one count in the histograms a job returns (int64)
 _COUNT_BYTES = 8
@@ -52,6 +52,11 @@ class ShotsBackend(QuantumFrontEnd):
             )
         if shots < 1:
             raise ValueError(f"ShotsBackend: shots must be >= 1; got {shots}.")
+        if shots >= MAX_SHOTS:
+            raise ValueError(
+                f"ShotsBackend: shots must be below 2^53 = {MAX_SHOTS} (counts are drawn in "
+                f"float64, exact only up to 2^53); got {shots}."
+            )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"ShotsBackend: seed must be an int; got {seed!r}.")
         if (

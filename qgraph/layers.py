@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from qgraph.errors import InputError
+from qgraph.kernels.memory import qrce_memory_error
 from qgraph.kernels.qrce import QRCEStructure, qrce_features
 
 #: distillation fits the PCA and the projection on a seeded sample of this many table rows
@@ -78,7 +80,20 @@ class QRCEEmbedding(nn.Module):
         8-qubit circuit cannot carry a 384-wide table; the report prints the bound a rank-2q
         map could reach). The projection is then scaled so its rows spread as much as the
         table's (R² is that of the unscaled fit).
+
+        Raises ``InputError`` before changing anything if simulating the sample's circuits
+        at once would not fit in the memory available (``qrce_memory_error``).
         """
+        problem = qrce_memory_error(
+            min(len(table), DISTILL_SAMPLE_ROWS),
+            self.structure.n_qubits,
+            self.structure.n_layers,
+            "QRCE distillation (QRCEEmbedding.distill_from)",
+            requires_grad=False,
+            device=self.angles.device,
+        )
+        if problem is not None:
+            raise InputError(problem)
         table = table.detach().to(torch.float32)
         generator = torch.Generator().manual_seed(self.seed)
         sample = torch.randperm(len(table), generator=generator)[:DISTILL_SAMPLE_ROWS]

@@ -16,6 +16,7 @@ from qgraph.costing import DEFAULT_DEVICE, CostOptions
 from qgraph.costmodel.resources import precision_error
 from qgraph.errors import InputError
 from qgraph.gradients import resolve_gradients
+from qgraph.kernels.memory import qrce_memory_error
 from qgraph.layers import QRCEOptions
 from qgraph.policy import PolicyLike, validate_policy
 
@@ -120,6 +121,10 @@ def compile_settings(
         raise InputError(f"qrce_qubits must be an integer ≥ 2; got {qrce_qubits!r}.")
     if not isinstance(qrce_layers, int) or qrce_layers < 1:
         raise InputError(f"qrce_layers must be an integer ≥ 1; got {qrce_layers!r}.")
+    # one token's circuit must fit now; distillation and each call check their own tokens
+    problem = qrce_memory_error(1, qrce_qubits, qrce_layers, "qgraph.compile(qrce_qubits=...)")
+    if problem is not None:
+        raise InputError(problem)
     if qrce_init not in ("distill", "random"):
         raise InputError(f"qrce_init must be 'distill' or 'random'; got {qrce_init!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int):

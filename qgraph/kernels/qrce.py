@@ -52,6 +52,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from qgraph.kernels.memory import check_qrce_memory
+
 __all__ = [
     "AXIS_NAMES",
     "QRCEStructure",
@@ -164,11 +166,14 @@ def _ring_permutation(n_qubits: int, device: torch.device) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=32)
 def _readout_signs(n_qubits: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(2^q, 2q) eigenvalues: column i is Z_i, column q+i is Z_i Z_{(i+1) mod q}."""
-    basis = np.arange(2**n_qubits, dtype=np.int64)[:, None]
-    z = 1 - 2 * ((basis >> np.arange(n_qubits)) & 1)  # (2^q, q), +1 for bit 0, -1 for bit 1
-    zz = z * np.roll(z, -1, axis=1)
-    return torch.as_tensor(np.concatenate([z, zz], axis=1), dtype=dtype, device=device)
+    """(2^q, 2q) eigenvalues, column by column: i is Z_i, q+i is Z_i Z_{(i+1) mod q}."""
+    basis = torch.arange(2**n_qubits, device=device)
+    signs = torch.empty(2**n_qubits, 2 * n_qubits, dtype=dtype, device=device)
+    for i in range(n_qubits):
+        signs[:, i] = 1 - 2 * ((basis >> i) & 1)  # +1 for bit 0, -1 for bit 1
+    for i in range(n_qubits):
+        signs[:, n_qubits + i] = signs[:, i] * signs[:, (i + 1) % n_qubits]
+    return signs
 
 
 def readout_signs(
@@ -236,6 +241,7 @@ def _check_inputs(angles: torch.Tensor, weights: torch.Tensor, structure: QRCESt
             f"QRCE: angles are on {angles.device} but weights on {weights.device}; "
             "move both to the same device."
         )
+    check_qrce_memory(angles.shape[0], q, n_layers, angles, weights)
 
 
 # --------------------------------------------------------------------------- the simulator
@@ -411,6 +417,7 @@ def _check_layer_inputs(
             f"QRCE: layer_angles are on {layer_angles.device} but layer_weights on "
             f"{layer_weights.device}; move both to the same device."
         )
+    check_qrce_memory(layer_angles.shape[0], q, n_layers, layer_angles, layer_weights)
 
 
 def qrce_probabilities_per_layer(

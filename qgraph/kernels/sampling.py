@@ -2,8 +2,12 @@
 
 Everything here starts from the exact outcome distribution of a circuit (the closed form of
 ``qgraph.kernels.qaap``, the statevector of ``qgraph.kernels.qrce``) and draws ``shots``
-outcomes per circuit with ``torch.multinomial`` (with replacement), seeded by the caller's
-``torch.Generator``, on the device of the inputs. Counts, not samples, are what come back.
+outcomes per circuit, seeded by the caller's ``torch.Generator``, on the device of the
+inputs. Counts, not samples, are what come back. Up to 2^24 shots per circuit the draws are
+``torch.multinomial`` (with replacement), whose memory grows with the shots; above that the
+counts come from conditional binomial draws whose memory is O(circuits × outcomes) whatever
+the shots (``multinomial_counts``). Shots must stay below 2^53 (``MAX_SHOTS``), the largest
+count float64 holds exactly.
 
 **Readout error model.** Each measured bit is flipped independently with probability e
 (symmetric, the same for every qubit, no correlations, no state-preparation or gate error).
@@ -26,6 +30,7 @@ from qgraph.kernels.qaap import QAAPCounts, pooled_weights, qaap_register_sizes
 from qgraph.kernels.qrce import readout_signs
 
 __all__ = [
+    "MAX_SHOTS",
     "QAAPSample",
     "bitflip_channel",
     "estimate_z_features",
@@ -35,13 +40,22 @@ __all__ = [
     "sample_qaap_weights",
 ]
 
-#: draws per torch.multinomial call (rows are chunked to stay below it): ~128 MiB of int64
+#: draws per torch.multinomial call (rows are chunked to stay below it): ~128 MiB of int64;
+#: more shots than this per circuit are drawn by conditional binomials instead
 _MAX_DRAWS_PER_CHUNK = 1 << 24
+
+#: shots per circuit must be below this: binomial counts are float64, exact up to 2^53
+MAX_SHOTS = 1 << 53
 
 
 def _check_shots(shots: object) -> int:
     if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
         raise ValueError(f"sampling: shots must be an int >= 1; got {shots!r}.")
+    if shots >= MAX_SHOTS:
+        raise ValueError(
+            f"sampling: shots must be below 2^53 = {MAX_SHOTS} (counts are drawn in float64, "
+            f"exact only up to 2^53); got {shots}."
+        )
     return shots
 
 
@@ -78,13 +92,20 @@ def multinomial_counts(
 ) -> torch.Tensor:
     """Outcome counts of ``shots`` independent draws per row: (N, C) int64, rows sum to shots.
 
-    ``probs`` (N, C) need not be normalised (``torch.multinomial`` normalises each row) but
-    every row needs positive mass. Rows are drawn in chunks of at most 2^24 draws; the
-    generator's stream is consumed chunk after chunk, so results depend only on the seed and
-    the inputs, not on timing.
+    ``probs`` (N, C) need not be normalised but every row needs positive, finite mass.
+    ``shots`` must lie in [1, 2^53).
+
+    Up to 2^24 shots (``_MAX_DRAWS_PER_CHUNK``) the draws are ``torch.multinomial`` (which
+    normalises each row), in chunks of rows of at most 2^24 draws; memory grows with the
+    shots. Above that, the counts are drawn without any per-shot memory
+    (``_binomial_split_counts``): O(N × C) whatever the shots. Either way the generator's
+    stream is consumed in a fixed order, so results depend only on the seed and the inputs,
+    not on timing.
     """
     shots = _check_shots(shots)
     n_rows, n_outcomes = probs.shape
+    if shots > _MAX_DRAWS_PER_CHUNK and n_rows > 0:
+        return _binomial_split_counts(probs.detach(), shots, generator)
     counts = torch.zeros(n_rows, n_outcomes, dtype=torch.int64, device=probs.device)
     if n_rows == 0:
         return counts
@@ -99,6 +120,48 @@ def multinomial_counts(
         flat = torch.bincount((draws + offsets).reshape(-1), minlength=chunk.shape[0] * n_outcomes)
         counts[start : start + chunk.shape[0]] = flat.reshape(chunk.shape[0], n_outcomes)
     return counts
+
+
+def _binomial_split_counts(
+    probs: torch.Tensor, shots: int, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Multinomial counts by conditional binomials, with no memory per shot: (N, C) int64.
+
+    The chain rule of the multinomial (numpy's ``multinomial`` draws count_j ~ Binomial(
+    remaining shots, p_j / remaining mass) outcome after outcome), applied to a binary tree
+    of the outcomes instead of a chain, so it is vectorised over rows *and* outcomes: the
+    shots n of a node split as left ~ Binomial(n, m_left / (m_left + m_right)) and right =
+    n − left, with m the summed probability under each child. The C outcomes (zero-padded to
+    a power of two) take ⌈log₂ C⌉ levels of ``torch.binomial`` calls, all in float64 (counts
+    exact below 2^53) with the caller's generator. Every split conserves its shots exactly,
+    so each row sums to ``shots``; a ratio is clamped to [0, 1], a node without mass sends
+    nothing left, and a draw is clamped to [0, n] (rounding cannot move shots between
+    outcomes or rows). Memory: O(N × C) float64.
+    """
+    weights = probs.to(torch.float64).clamp_min(0.0)
+    total = weights.sum(-1)
+    if not bool(torch.all(torch.isfinite(total) & (total > 0))):
+        raise ValueError(
+            "multinomial_counts: every row of probs needs finite, positive total mass; got a "
+            "row with zero, negative-only, NaN or infinite probabilities."
+        )
+    n_rows, n_outcomes = weights.shape
+    depth = max(0, (n_outcomes - 1).bit_length())
+    weights = torch.nn.functional.pad(weights, (0, 2**depth - n_outcomes))
+    masses = [weights]  # masses[k]: (N, 2^(depth-k)), the mass under each node of level k
+    for _ in range(depth):
+        masses.append(masses[-1].view(n_rows, -1, 2).sum(-1))
+    counts = torch.full((n_rows, 1), float(shots), dtype=torch.float64, device=weights.device)
+    node = masses.pop()
+    while masses:  # the root's children first, the outcomes last; levels freed as we go
+        children = masses.pop()
+        left_mass = children.view(n_rows, -1, 2)[..., 0]
+        ratio = torch.where(node > 0, left_mass / node, torch.zeros_like(node)).clamp(0, 1)
+        left = torch.binomial(counts, ratio, generator=generator)
+        left = torch.minimum(left.clamp_min(0.0), counts)
+        counts = torch.stack([left, counts - left], dim=-1).view(n_rows, -1)
+        node = children
+    return counts[:, :n_outcomes].to(torch.int64)
 
 
 def estimate_z_features(
@@ -133,6 +196,9 @@ def estimate_z_features(
     dtype = probs.dtype if probs.dtype in (torch.float32, torch.float64) else torch.float32
     noisy = bitflip_channel(probs.detach().to(dtype), n_qubits, error)
     counts = multinomial_counts(noisy, shots, generator)
+    if shots > _MAX_DRAWS_PER_CHUNK:  # counts this large are not exact in float32: sum in float64
+        signs64 = readout_signs(n_qubits, probs.device, torch.float64)
+        return ((counts.to(torch.float64) @ signs64) / shots).to(dtype)
     signs = readout_signs(n_qubits, probs.device, dtype)
     return (counts.to(dtype) @ signs) / shots
 

@@ -69,6 +69,9 @@ def _parallel_backward(
     futures = [
         pool.submit(_backward_worker, tensors, grads) for tensors, grads in per_batch if tensors
     ]
+    # every micro-batch ends before an error propagates: one still running would add its
+    # gradients after the caller restored them (HybridScheduler.backward is atomic)
+    cf.wait(futures)
     for future in futures:
         future.result()
 
