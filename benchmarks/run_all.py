@@ -21,6 +21,7 @@ BENCHMARKS = [
     "onnx_runtime",
     "arm_steps",
     "faults",
+    "hybrid_step",
 ]
 
 
