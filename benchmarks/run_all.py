@@ -22,6 +22,7 @@ BENCHMARKS = [
     "arm_steps",
     "faults",
     "hybrid_step",
+    "compression",
 ]
 
 
