@@ -84,6 +84,7 @@ class ExecutionRecord:
     wall_s: float  # wall time of the job as seen by the caller
     queue_s: float | None = None  # time queued before running, where the provider says
     bytes_received: int = 0  # size of the results that came back
+    raw_bytes: int = 0  # one bitstring per shot (codec.raw_shot_bytes); 0: not computed
     # "done"; for an attempt that failed (backends/job_policy.py): "retried" (run again) or
     # "failed" (given up); "fallback": the policy's fallback computed the call instead
     outcome: str = "done"

@@ -21,8 +21,9 @@ import time
 import torch
 
 from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
+from qgraph.backends.codec import decode_counts, encode_counts, raw_shot_bytes
 from qgraph.backends.frontend import QAAPRows, QuantumFrontEnd
-from qgraph.kernels.qaap import compute_dtype
+from qgraph.kernels.qaap import compute_dtype, qaap_register_sizes
 from qgraph.kernels.qrce import QRCEStructure, qrce_probabilities, qrce_probabilities_per_layer
 from qgraph.kernels.sampling import MAX_SHOTS, estimate_z_features, sample_qaap_counts
 
@@ -33,8 +34,31 @@ _COUNT_BYTES = 8
 _AMPLITUDES_PER_SLICE = 1 << 22
 
 
+class _Transfer:
+    """A job's outcome histograms on their way back: as int64 counts, or through the result
+    codec (``qgraph.backends.codec``: encoded, then decoded, so the job computes with what
+    arrived); ``sent`` adds up the bytes that travelled."""
+
+    def __init__(self, bits_per_shot: int, codec: bool) -> None:
+        self.bits_per_shot = bits_per_shot
+        self.codec = codec
+        self.sent = 0
+
+    def __call__(self, counts: torch.Tensor) -> torch.Tensor:
+        if not self.codec:
+            self.sent += counts.numel() * _COUNT_BYTES
+            return counts
+        payload = encode_counts(counts, self.bits_per_shot)
+        self.sent += len(payload)
+        decoded, _ = decode_counts(payload)
+        return decoded.to(counts.device)
+
+
 class ShotsBackend(QuantumFrontEnd):
-    """Exact probabilities, sampled with ``shots`` shots per circuit (seeded)."""
+    """Exact probabilities, sampled with ``shots`` shots per circuit (seeded); with
+    ``codec=True`` every job's histograms travel through the result codec and its records
+    say how many bytes that took (``bytes_received``) against one bitstring per shot
+    (``raw_bytes``)."""
 
     name = "shots"
     capabilities = Capabilities(
@@ -45,7 +69,9 @@ class ShotsBackend(QuantumFrontEnd):
         needs_transpilation=False,
     )
 
-    def __init__(self, shots: int = 1024, seed: int = 0, readout_error: float = 0.0) -> None:
+    def __init__(
+        self, shots: int = 1024, seed: int = 0, readout_error: float = 0.0, codec: bool = False
+    ) -> None:
         if isinstance(shots, bool) or not isinstance(shots, int):
             raise ValueError(
                 f"ShotsBackend: shots must be an int (shots per circuit); got {shots!r}."
@@ -72,6 +98,9 @@ class ShotsBackend(QuantumFrontEnd):
         self.shots = shots
         self.seed = seed
         self.readout_error = float(readout_error)
+        if not isinstance(codec, bool):
+            raise ValueError(f"ShotsBackend: codec must be True or False; got {codec!r}.")
+        self.codec = codec
         self.stats = BackendStats()
         self._generators: dict[str, torch.Generator] = {}
 
@@ -97,17 +126,21 @@ class ShotsBackend(QuantumFrontEnd):
 
     # ------------------------------------------------------------------ rows
 
-    def _record(self, kernel: str, site: str, circuits: int, began: float, outcomes: int) -> None:
-        """One job: ``circuits`` × ``shots`` shots, returning an int64 histogram of
-        ``outcomes`` bins per circuit."""
+    def _record(
+        self, kernel: str, site: str, circuits: int, began: float, transfer: _Transfer
+    ) -> None:
+        """One job: ``circuits`` × ``shots`` shots, whose histograms came back through
+        ``transfer``."""
+        shots = circuits * self.shots
         self.stats.records.append(
             ExecutionRecord(
                 kernel=kernel,
                 site=site,
                 circuits=circuits,
-                shots=circuits * self.shots,
+                shots=shots,
                 wall_s=time.perf_counter() - began,
-                bytes_received=circuits * outcomes * _COUNT_BYTES,
+                bytes_received=transfer.sent,
+                raw_bytes=raw_shot_bytes(shots, transfer.bits_per_shot),
             )
         )
 
@@ -115,23 +148,31 @@ class ShotsBackend(QuantumFrontEnd):
         self, keys: torch.Tensor, queries: torch.Tensor, keep: torch.Tensor, site: str
     ) -> QAAPRows:
         """Kept-shot counts of every query row's circuit (``shots`` shots each, readout
-        error applied); one ExecutionRecord whose ``bytes_received`` is the (circuits,
-        Sk + 1) outcome histogram."""
+        error applied); one ExecutionRecord for the (circuits, Sk + 1) outcome histogram
+        (kept shots per key, then the rejected ones)."""
         began = time.perf_counter()
+        transfer = _Transfer(sum(qaap_register_sizes(keys.shape[-2], keys.shape[-1])), self.codec)
         with torch.no_grad():
             counts, _, _ = sample_qaap_counts(
-                queries, keys, keep, self.shots, self.generator(queries.device), self.readout_error
+                queries,
+                keys,
+                keep,
+                self.shots,
+                self.generator(queries.device),
+                self.readout_error,
+                transfer,
             )
         circuits = queries.shape[:-1].numel()
-        self._record("qaap", site, circuits, began, keys.shape[-2] + 1)
+        self._record("qaap", site, circuits, began, transfer)
         return QAAPRows(counts.to(queries.dtype), float(self.shots), counts.sum(-1))
 
     def qrce_rows(
         self, angles: torch.Tensor, weights: torch.Tensor, structure: QRCEStructure, site: str
     ) -> torch.Tensor:
         """Z and ZZ means over ``shots`` shots of each token's circuit; one ExecutionRecord
-        whose ``bytes_received`` is the (tokens, 2^q) outcome histogram."""
+        for the (tokens, 2^q) outcome histogram."""
         began = time.perf_counter()
+        transfer = _Transfer(structure.n_qubits, self.codec)
         with torch.no_grad():
             probs = qrce_probabilities(angles, weights, structure)
             features = estimate_z_features(
@@ -139,8 +180,9 @@ class ShotsBackend(QuantumFrontEnd):
                 self.shots,
                 self.generator(probs.device),
                 self.readout_error,
+                transfer,
             )
-        self._record("qrce", site, angles.shape[0], began, 2**structure.n_qubits)
+        self._record("qrce", site, angles.shape[0], began, transfer)
         return features
 
     def qrce_layer_rows(
@@ -155,6 +197,7 @@ class ShotsBackend(QuantumFrontEnd):
         began = time.perf_counter()
         circuits = layer_angles.shape[0]
         generator = self.generator(layer_angles.device)
+        transfer = _Transfer(structure.n_qubits, self.codec)
         # statevectors in slices of ≤ 2^22 amplitudes (memory), sampled slice by slice
         rows = max(1, _AMPLITUDES_PER_SLICE >> structure.n_qubits)
         parts = []
@@ -165,13 +208,15 @@ class ShotsBackend(QuantumFrontEnd):
                     layer_weights[first : first + rows],
                     structure,
                 )
-                parts.append(estimate_z_features(probs, self.shots, generator, self.readout_error))
+                parts.append(
+                    estimate_z_features(probs, self.shots, generator, self.readout_error, transfer)
+                )
         features = torch.cat(parts) if parts else layer_angles.new_zeros(0, structure.n_features)
-        self._record("qrce-gradient", site, circuits, began, 2**structure.n_qubits)
+        self._record("qrce-gradient", site, circuits, began, transfer)
         return features
 
     def __repr__(self) -> str:
         return (
             f"ShotsBackend(shots={self.shots}, seed={self.seed}, "
-            f"readout_error={self.readout_error})"
+            f"readout_error={self.readout_error}" + (", codec=True)" if self.codec else ")")
         )

@@ -246,3 +246,69 @@ def test_raw_shot_bytes_is_one_byte_padded_bitstring_per_shot() -> None:
     for shots, bits in [(-1, 8), (8, -1), (1.5, 8), (True, 8)]:
         with pytest.raises(CodecError, match="must be an int >= 0"):
             raw_shot_bytes(shots, bits)  # type: ignore[arg-type]
+
+
+# -- the codec on the shots backend ------------------------------------------------------
+
+
+def _site_inputs() -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(3)
+    return tuple(torch.randn(2, 2, 6, 8, generator=g) for _ in range(3))
+
+
+def test_results_through_the_codec_equal_the_plain_counts() -> None:
+    from qgraph.backends.shots import ShotsBackend
+    from qgraph.kernels.qrce import QRCEStructure
+
+    plain, coded = ShotsBackend(shots=512, seed=1), ShotsBackend(shots=512, seed=1, codec=True)
+    q, k, v = _site_inputs()
+    structure = QRCEStructure.from_seed(4, 2, 0)
+    ids, table, weights = torch.tensor([[0, 3, 3, 5]]), torch.rand(6, 4), torch.rand(2, 4)
+    for backend in (plain, coded):
+        backend.out = (  # type: ignore[attr-defined]
+            backend.qaap(q, k, v, None, True, None, 0.0, "L0"),
+            backend.qrce(ids, table, weights, structure, "E0"),
+            backend.qrce_gradient(
+                torch.ones(1, 4, 8), ids, table, weights, structure, "parameter-shift", "E0"
+            ),
+        )
+    for a, b in zip(pytree_leaves(plain.out), pytree_leaves(coded.out), strict=True):  # type: ignore[attr-defined]
+        assert torch.equal(a, b)
+    sent = {r.kernel: r for r in coded.stats.records}
+    for kernel, bits in (("qaap", 3 + 3), ("qrce", 4), ("qrce-gradient", 4)):
+        record = sent[kernel]
+        assert record.raw_bytes == raw_shot_bytes(record.shots, bits)
+        assert 0 < record.bytes_received < record.raw_bytes
+    unsent = {r.kernel: r for r in plain.stats.records}
+    assert unsent["qrce"].bytes_received == 3 * 2**4 * 8  # three tokens' int64 histograms
+
+
+def pytree_leaves(tree: object) -> list[torch.Tensor]:
+    import torch.utils._pytree as pytree
+
+    return [leaf for leaf in pytree.tree_leaves(tree) if isinstance(leaf, torch.Tensor)]
+
+
+def test_the_timeline_reports_what_the_codec_saved() -> None:
+    import qgraph
+    from qgraph.backends.shots import ShotsBackend
+    from qgraph.models import encoder_model
+    from qgraph.scheduler import HybridScheduler
+
+    case = encoder_model(layers=1, d_model=16, heads=2, vocab=40, batch=2, seq_len=8)
+    cm = qgraph.compile(
+        case.model,
+        case.args,
+        case.kwargs,
+        policy="all",
+        qrce_qubits=4,
+        qrce_layers=1,
+        backend=ShotsBackend(shots=1024, codec=True),
+    )
+    scheduler = HybridScheduler(cm, microbatches=2)
+    scheduler.run(*case.args, **case.kwargs)
+    summary = scheduler.timeline.summary()
+    records = list(cm.backend.stats.records)
+    assert summary.raw_shot_bytes == sum(r.raw_bytes for r in records) > 0
+    assert summary.bytes_received == sum(r.bytes_received for r in records)
+    assert summary.bytes_saved == summary.raw_shot_bytes - summary.bytes_received > 0

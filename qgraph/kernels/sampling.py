@@ -22,6 +22,7 @@ per shot). Under this model ⟨Z_i⟩ is scaled by exactly (1 − 2e) and ⟨Z_i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -169,6 +170,7 @@ def estimate_z_features(
     shots: int,
     generator: torch.Generator | None,
     readout_error: float = 0.0,
+    transfer: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Sampled QRCE read-out: ⟨Z_i⟩ and ⟨Z_i Z_{i+1 mod q}⟩ from ``shots`` shots per circuit.
 
@@ -177,6 +179,8 @@ def estimate_z_features(
         shots: shots per circuit (≥ 1).
         generator: seeds the draws; must live on ``probs``' device (None: torch's global RNG).
         readout_error: probability that each measured bit flips (module docstring).
+        transfer: what the (N, 2^q) outcome histogram goes through on its way back (a
+            backend's result codec); None: nothing.
 
     Returns:
         (N, 2q) estimates in probs' dtype (float32 for half inputs): the mean of each
@@ -196,6 +200,8 @@ def estimate_z_features(
     dtype = probs.dtype if probs.dtype in (torch.float32, torch.float64) else torch.float32
     noisy = bitflip_channel(probs.detach().to(dtype), n_qubits, error)
     counts = multinomial_counts(noisy, shots, generator)
+    if transfer is not None:
+        counts = transfer(counts)
     if shots > _MAX_DRAWS_PER_CHUNK:  # counts this large are not exact in float32: sum in float64
         signs64 = readout_signs(n_qubits, probs.device, torch.float64)
         return ((counts.to(torch.float64) @ signs64) / shots).to(dtype)
@@ -357,8 +363,12 @@ def sample_qaap_counts(
     shots: int,
     generator: torch.Generator | None,
     readout_error: float = 0.0,
+    transfer: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Post-selected shot counts of each query's QAAP circuit (see ``sample_qaap_weights``).
+
+    ``transfer`` is what the (circuits, Sk + 1) histogram (kept shots per key, then the
+    rejected ones) goes through on its way back (a backend's result codec); None: nothing.
 
     Returns ``(counts (..., Sq, Sk) int64, success_probability (..., Sq), keep (..., Sq, Sk))``:
     kept shots per unmasked key, the probability that one shot is kept, and the expanded
@@ -373,5 +383,7 @@ def sample_qaap_counts(
     rest = torch.where(success_probability + rest > 0, rest, torch.ones_like(rest))
     categories = torch.cat([accept, rest[..., None]], dim=-1)
     drawn = multinomial_counts(categories.reshape(-1, n_keys + 1), shots, generator)
+    if transfer is not None:
+        drawn = transfer(drawn)
     counts = drawn[:, :n_keys].reshape(accept.shape)
     return counts, success_probability, keep

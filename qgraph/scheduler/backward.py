@@ -18,6 +18,7 @@ import torch.fx as fx
 import torch.utils._pytree as pytree
 
 from qgraph.backends import ExecutionRecord
+from qgraph.scheduler.jobs import raw_bytes
 from qgraph.scheduler.timeline import Timeline, TimelineEvent
 
 __all__ = ["LastRun", "concurrent_backward", "record_backward"]
@@ -151,7 +152,7 @@ def record_backward(
                 circuits=record.circuits,
                 shots=shots,
                 bytes_received=record.bytes_received,
-                raw_shot_bytes=shots * site_qubits.get(record.site, 0) // 8,
+                raw_shot_bytes=raw_bytes([record], shots, site_qubits.get(record.site, 0)),
                 retries=int(record.outcome == "retried"),
                 timeouts=int(record.timed_out),
                 fallbacks=int(record.outcome == "fallback"),

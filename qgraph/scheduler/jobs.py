@@ -15,7 +15,7 @@ from qgraph.backends import ExecutionRecord
 from qgraph.scheduler.qrce_cache import Chunk
 from qgraph.scheduler.timeline import TimelineEvent
 
-__all__ = ["Job", "JobRunner", "job_event"]
+__all__ = ["Job", "JobRunner", "job_event", "raw_bytes"]
 
 #: the (runner, job) whose op call runs in this context; a backend that runs a job in a
 #: thread of its own (a JobPolicy timeout) copies the context, so its records still count
@@ -100,7 +100,7 @@ def job_event(job: Job, origin: float) -> TimelineEvent:
         circuits=sum(r.circuits for r in records),
         shots=shots,
         bytes_received=sum(r.bytes_received for r in records),
-        raw_shot_bytes=shots * job.qubits // 8,
+        raw_shot_bytes=raw_bytes(records, shots, job.qubits),
         tokens=job.tokens[0],
         unique_tokens=job.tokens[1],
         computed_tokens=job.tokens[2],
@@ -108,3 +108,11 @@ def job_event(job: Job, origin: float) -> TimelineEvent:
         timeouts=sum(r.timed_out for r in incidents),
         fallbacks=sum(r.outcome == "fallback" for r in incidents),
     )
+
+
+def raw_bytes(records: list[ExecutionRecord], shots: int, qubits: int) -> int:
+    """What one bitstring per shot would have taken: the backends' own figure
+    (``ExecutionRecord.raw_bytes``) where every record has one, else shots × qubits / 8."""
+    if records and all(r.raw_bytes for r in records):
+        return sum(r.raw_bytes for r in records)
+    return shots * qubits // 8

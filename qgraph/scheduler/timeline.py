@@ -40,7 +40,7 @@ class TimelineEvent:
     circuits: int = 0
     shots: int = 0
     bytes_received: int = 0
-    raw_shot_bytes: int = 0  # what raw shots would have been: shots × qubits bits / 8
+    raw_shot_bytes: int = 0  # one bitstring per shot (the backend's figure, else shots·qubits/8)
     tokens: int = 0  # QRCE: token ids in the call
     unique_tokens: int = 0  # QRCE: distinct ids in the call
     computed_tokens: int = 0  # QRCE: ids whose circuits ran (not shared or cached)
@@ -67,7 +67,7 @@ class StepSummary:
     circuits: int
     shots: int
     bytes_received: int  # compact results (counts / expectation values) that came back
-    raw_shot_bytes: int  # raw shot records would have been: shots × qubits bits
+    raw_shot_bytes: int  # one bitstring per shot would have taken (see TimelineEvent)
     bytes_saved: int  # raw_shot_bytes - bytes_received of sampled jobs (< 0: raw is smaller)
     qrce_tokens: int  # token ids fed to QRCE nodes
     qrce_unique_tokens: int  # distinct per call (what the backend's own dedup runs)
