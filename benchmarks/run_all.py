@@ -23,6 +23,7 @@ BENCHMARKS = [
     "faults",
     "hybrid_step",
     "compression",
+    "qaap_forms",
 ]
 
 
