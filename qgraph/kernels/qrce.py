@@ -13,21 +13,27 @@ the same circuit gate by gate in qiskit, and the tests cross-check the two):
 ⟨Z_i Z_{(i+1) mod q}⟩ for i = 0..q-1. Qubit 0 is the least-significant bit of a basis
 index, as in qiskit.
 
-How the simulator is batched (U tokens at once, no per-token Python loop):
+How it is simulated (U circuits at once, no per-circuit Python loop; states are
+"batch-last", (2^q, U), so every operation is one large tensor operation):
 
-* the two rotations of each (layer, qubit) are fused into one 2×2 matrix per token;
-* before the first entangler the state is a product state, so it is built directly as the
-  Kronecker product of the fused matrices' first columns (their action on |0⟩);
-* in later layers the rotations are applied two qubits at a time: the pair's 4×4 matrix
-  (Kronecker product of two 2×2s) multiplies the two lowest qubits with one batched
-  ``bmm``, whose output layout also rotates those qubits to the top, so the next pair is
-  again the lowest; after the whole register has gone round, the order is the original;
+* ``qrce_features`` / ``qrce_probabilities`` (θ shared by all tokens) use
+  ``qgraph.kernels.qrce_shared``: the re-upload rotations of a whole layer are diagonal in the
+  eigenbasis of Y (one elementwise multiply per layer), and the shared parts (basis changes
+  and trainable rotations) are tensor products applied a block of ≤ 4 qubits at a time as
+  matrix products over all tokens;
+* the ``*_per_layer`` functions (every slot its own angles) use ``qgraph.kernels.qrce_adjoint``:
+  one fused 2×2 gate R_axis(θ)·RY(α) per (layer, qubit, circuit), applied qubit by qubit with
+  elementwise multiplies;
 * the CNOT ring is a permutation of basis states: one precomputed index gather per layer;
 * the read-out is ``probabilities @ signs`` with a precomputed (2^q, 2q) ±1 matrix.
 
-Everything is ordinary (complex) autograd, so gradients w.r.t. the angles and the weights
-come for free. float64 inputs compute in float64/complex128, everything else in
-float32/complex64 (fp16/bf16 results are cast back to the input dtype).
+Both simulators have a hand-written adjoint (reverse-mode) backward in a
+``torch.autograd.Function``: the forward keeps one or two states per layer, the backward walks
+the layers back once, with no autograd graph of the simulation; ``torch.func.vjp`` works on
+them (not double backward). Gradients w.r.t. the angles and the weights equal those of plain
+autograd through the circuit (``tests/test_qrce_adjoint.py``). float64 inputs compute in
+float64/complex128, everything else in float32/complex64 (fp16/bf16 results are cast back to
+the input dtype).
 
 Entry points:
 
@@ -53,6 +59,8 @@ import numpy as np
 import torch
 
 from qgraph.kernels.memory import check_qrce_memory
+from qgraph.kernels.qrce_adjoint import simulate_probabilities
+from qgraph.kernels.qrce_shared import shared_simulation
 
 __all__ = [
     "AXIS_NAMES",
@@ -75,9 +83,6 @@ _PAULI: dict[str, tuple[tuple[complex, complex], tuple[complex, complex]]] = {
     "y": ((0, -1j), (1j, 0)),
     "z": ((1, 0), (0, -1)),
 }
-
-#: Qubits per fused multi-qubit rotation in the layers after the first (see the module doc).
-_QUBITS_PER_BLOCK = 2
 
 
 @dataclass(frozen=True)
@@ -147,24 +152,6 @@ def _check_size(n_qubits: int, n_layers: int) -> None:
 
 
 @functools.lru_cache(maxsize=32)
-def _ring_permutation(n_qubits: int, device: torch.device) -> torch.Tensor:
-    """Gather indices of the CNOT ring: ``state[:, perm]`` applies the whole ring.
-
-    For a basis permutation f, the new amplitudes are ``new[b] = old[f⁻¹(b)]``. Each CX is
-    its own inverse, so applying gates g_0, …, g_k in order gives ``new[b] = old[g_0(…g_k(b))]``.
-    """
-    gates = [(i, i + 1) for i in range(n_qubits - 1)]
-    if n_qubits > 2:
-        gates.append((n_qubits - 1, 0))
-    basis = np.arange(2**n_qubits, dtype=np.int64)
-    index = basis.copy()
-    for control, target in gates:
-        flipped = basis ^ (((basis >> control) & 1) << target)  # CX as a map of basis states
-        index = index[flipped]
-    return torch.as_tensor(index, device=device)
-
-
-@functools.lru_cache(maxsize=32)
 def _readout_signs(n_qubits: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(2^q, 2q) eigenvalues, column by column: i is Z_i, q+i is Z_i Z_{(i+1) mod q}."""
     basis = torch.arange(2**n_qubits, device=device)
@@ -201,6 +188,13 @@ def _axis_paulis(
     """(L, q, 2, 2) complex: the Pauli generator of each trainable rotation."""
     paulis = [[_PAULI[axis] for axis in row] for row in structure.axes]
     return torch.tensor(paulis, dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=32)
+def _axis_codes(structure: QRCEStructure, device: torch.device) -> torch.Tensor:
+    """(L, q) int64: index of each trainable rotation's axis in ``AXIS_NAMES``."""
+    codes = [[AXIS_NAMES.index(axis) for axis in row] for row in structure.axes]
+    return torch.tensor(codes, dtype=torch.int64, device=device)
 
 
 # --------------------------------------------------------------------------- validation
@@ -247,88 +241,25 @@ def _check_inputs(angles: torch.Tensor, weights: torch.Tensor, structure: QRCESt
 # --------------------------------------------------------------------------- the simulator
 
 
-def _rotation(half_cos: torch.Tensor, half_sin: torch.Tensor, pauli: torch.Tensor) -> torch.Tensor:
-    """R_P(φ) = cos(φ/2)·I − i·sin(φ/2)·P, batched over the leading dims of the angle."""
-    eye = torch.eye(2, dtype=pauli.dtype, device=pauli.device)
-    return half_cos[..., None, None] * eye - 1j * half_sin[..., None, None] * pauli
-
-
-def _fused_gates(
-    angles: torch.Tensor, weights: torch.Tensor, structure: QRCEStructure, cdtype: torch.dtype
-) -> torch.Tensor:
-    """(L, U, q, 2, 2): R_axis(θ[l, i]) · RY(α_t[i]) for every layer, token and qubit."""
-    pauli_y = torch.tensor(_PAULI["y"], dtype=cdtype, device=angles.device)
-    re_upload = _rotation(torch.cos(angles / 2), torch.sin(angles / 2), pauli_y)  # (U, q, 2, 2)
-    paulis = _axis_paulis(structure, angles.device, cdtype)
-    trainable = _rotation(torch.cos(weights / 2), torch.sin(weights / 2), paulis)  # (L, q, 2, 2)
-    return torch.matmul(trainable[:, None], re_upload[None])
-
-
 def _fused_gates_per_layer(
     layer_angles: torch.Tensor,
     layer_weights: torch.Tensor,
     structure: QRCEStructure,
     cdtype: torch.dtype,
 ) -> torch.Tensor:
-    """(L, N, q, 2, 2): R_axis(θ[n, l, i]) · RY(α[n, l, i]), every slot its own angles."""
-    device = layer_angles.device
-    # layer-major from the start, so the gates come out contiguous in (L, N, q) order
-    alpha = layer_angles.transpose(0, 1)
-    theta = layer_weights.transpose(0, 1)
-    pauli_y = torch.tensor(_PAULI["y"], dtype=cdtype, device=device)
-    re_upload = _rotation(torch.cos(alpha / 2), torch.sin(alpha / 2), pauli_y)  # (L, N, q, 2, 2)
-    paulis = _axis_paulis(structure, device, cdtype)[:, None]  # (L, 1, q, 2, 2)
-    trainable = _rotation(torch.cos(theta / 2), torch.sin(theta / 2), paulis)
-    return torch.matmul(trainable, re_upload)
-
-
-def _kron_columns(columns: torch.Tensor) -> torch.Tensor:
-    """(U, q, 2) single-qubit states → (U, 2^q) product state (qubit 0 least significant)."""
-    n_tokens, n_qubits, _ = columns.shape
-    state = columns[:, 0]
-    for i in range(1, n_qubits):
-        state = (columns[:, i, :, None] * state[:, None, :]).reshape(n_tokens, 2 ** (i + 1))
-    return state
-
-
-def _kron_block(gates: torch.Tensor) -> torch.Tensor:
-    """(U, k, 2, 2) gates on k consecutive qubits → (U, 2^k, 2^k), first qubit least significant."""
-    n_tokens = gates.shape[0]
-    block = gates[:, 0]
-    for j in range(1, gates.shape[1]):
-        size = 2 * block.shape[-1]
-        block = (gates[:, j, :, None, :, None] * block[:, None, :, None, :]).reshape(
-            n_tokens, size, size
-        )
-    return block
-
-
-def _apply_layer_rotations(state: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-    """Apply one layer's single-qubit gates (U, q, 2, 2) to the state (U, 2^q).
-
-    Blocks of ``_QUBITS_PER_BLOCK`` qubits at a time: the block is always the lowest qubits
-    of the current layout; ``bmm(block, state.view(U, R, G).mT)`` gives a (U, G, R) result,
-    i.e. the block's qubits become the highest. After all blocks the register has rotated
-    by q, back to the original order.
-    """
-    n_tokens, dim = state.shape
-    n_qubits = gates.shape[1]
-    for start in range(0, n_qubits, _QUBITS_PER_BLOCK):
-        block = _kron_block(gates[:, start : start + _QUBITS_PER_BLOCK])
-        size = block.shape[-1]
-        state = torch.bmm(block, state.view(n_tokens, dim // size, size).mT).reshape(n_tokens, dim)
-    return state
-
-
-def _simulate_probabilities(gates: torch.Tensor, structure: QRCEStructure) -> torch.Tensor:
-    """Run the circuit for fused gates (L, N, q, 2, 2); returns (N, 2^q) probabilities."""
-    ring = _ring_permutation(structure.n_qubits, gates.device)
-    state = _kron_columns(gates[0, :, :, :, 0])  # layer 0 rotations act on |0…0⟩
-    state = state[:, ring]
-    for layer in range(1, structure.n_layers):
-        state = _apply_layer_rotations(state, gates[layer])
-        state = state[:, ring]
-    return state.real.square() + state.imag.square()
+    """(L, q, 2, 2, N): R_axis(θ[n, l, i]) · RY(α[n, l, i]) for every slot, circuit index last
+    (the layout ``qrce_adjoint.simulate_probabilities`` works in)."""
+    alpha = layer_angles.permute(1, 2, 0) / 2  # (L, q, N)
+    theta = layer_weights.permute(1, 2, 0) / 2
+    cos, sin = torch.cos(alpha), torch.sin(alpha)
+    re_upload = torch.stack((torch.stack((cos, -sin), 2), torch.stack((sin, cos), 2)), 2)
+    eye = torch.eye(2, dtype=cdtype, device=layer_angles.device)[..., None]
+    paulis = _axis_paulis(structure, layer_angles.device, cdtype)[..., None]  # (L, q, 2, 2, 1)
+    trainable = (
+        torch.cos(theta)[:, :, None, None] * eye - 1j * torch.sin(theta)[:, :, None, None] * paulis
+    )
+    # 2×2 products per slot, elementwise over the circuits: Σ_k R[r, k]·RY[k, s]
+    return (trainable[:, :, :, :, None] * re_upload[:, :, None]).sum(3)
 
 
 def _work_dtypes(*inputs: torch.Tensor) -> tuple[torch.dtype, torch.dtype, torch.dtype]:
@@ -352,10 +283,12 @@ def qrce_probabilities(
     Returns:
         (U, 2^q) probabilities, basis index b = Σ_i bit_i·2^i (qubit 0 least significant,
         qiskit's order), in the promoted dtype of the inputs; ``qrce_features`` is this
-        times ``readout_signs``. Differentiable.
+        times ``readout_signs``. Differentiable once, like ``qrce_features``.
     """
-    probs, out_dtype = _token_probabilities(angles, weights, structure)
-    return probs.to(out_dtype)
+    _check_inputs(angles, weights, structure)
+    out_dtype, rdtype, cdtype = _work_dtypes(angles, weights)
+    probs = _shared(angles.to(rdtype), weights.to(rdtype), structure, cdtype, None)
+    return probs.contiguous().to(out_dtype)
 
 
 def qrce_features(
@@ -370,22 +303,28 @@ def qrce_features(
 
     Returns:
         (U, 2q) features ⟨Z_0⟩..⟨Z_{q-1}⟩, ⟨Z_0Z_1⟩..⟨Z_{q-1}Z_0⟩, in the promoted dtype of
-        ``angles`` and ``weights``. Differentiable by autograd w.r.t. both inputs.
+        ``angles`` and ``weights``. Differentiable w.r.t. both inputs (an adjoint-method
+        backward, ``qgraph.kernels.qrce_shared``; also under ``torch.func.vjp``), once: a
+        second derivative raises.
     """
-    probs, out_dtype = _token_probabilities(angles, weights, structure)
-    features = probs @ _readout_signs(structure.n_qubits, angles.device, probs.dtype)
-    return features.to(out_dtype)
-
-
-def _token_probabilities(
-    angles: torch.Tensor, weights: torch.Tensor, structure: QRCEStructure
-) -> tuple[torch.Tensor, torch.dtype]:
-    """Checked inputs → (U, 2^q) probabilities in the real compute dtype, and the dtype the
-    caller returns (the inputs' promoted one)."""
     _check_inputs(angles, weights, structure)
     out_dtype, rdtype, cdtype = _work_dtypes(angles, weights)
-    gates = _fused_gates(angles.to(rdtype), weights.to(rdtype), structure, cdtype)
-    return _simulate_probabilities(gates, structure), out_dtype
+    signs = _readout_signs(structure.n_qubits, angles.device, rdtype)
+    features = _shared(angles.to(rdtype), weights.to(rdtype), structure, cdtype, signs)
+    return features.contiguous().to(out_dtype)
+
+
+def _shared(
+    angles: torch.Tensor,
+    weights: torch.Tensor,
+    structure: QRCEStructure,
+    cdtype: torch.dtype,
+    readout: torch.Tensor | None,
+) -> torch.Tensor:
+    """``shared_simulation`` with the structure's Pauli generators and axis codes."""
+    paulis = _axis_paulis(structure, angles.device, cdtype)
+    codes = _axis_codes(structure, angles.device)
+    return shared_simulation(angles, weights, paulis, codes, readout)
 
 
 def _check_layer_inputs(
@@ -434,14 +373,14 @@ def qrce_probabilities_per_layer(
 
     Returns:
         (N, 2^q) probabilities in qiskit's basis order, in the promoted input dtype.
-        Differentiable.
+        Differentiable once (adjoint-method backward, ``qgraph.kernels.qrce_adjoint``).
     """
     _check_layer_inputs(layer_angles, layer_weights, structure)
     out_dtype, rdtype, cdtype = _work_dtypes(layer_angles, layer_weights)
     gates = _fused_gates_per_layer(
         layer_angles.to(rdtype), layer_weights.to(rdtype), structure, cdtype
     )
-    return _simulate_probabilities(gates, structure).to(out_dtype)
+    return simulate_probabilities(gates).contiguous().to(out_dtype)
 
 
 def qrce_features_per_layer(
@@ -459,14 +398,14 @@ def qrce_features_per_layer(
 
     Returns:
         (N, 2q) features (same order as ``qrce_features``), promoted input dtype.
-        Differentiable.
+        Differentiable once (adjoint-method backward, ``qgraph.kernels.qrce_adjoint``).
     """
     _check_layer_inputs(layer_angles, layer_weights, structure)
     out_dtype, rdtype, cdtype = _work_dtypes(layer_angles, layer_weights)
     gates = _fused_gates_per_layer(
         layer_angles.to(rdtype), layer_weights.to(rdtype), structure, cdtype
     )
-    probs = _simulate_probabilities(gates, structure)
+    probs = simulate_probabilities(gates)
     features = probs @ _readout_signs(structure.n_qubits, layer_angles.device, rdtype)
     return features.to(out_dtype)
 
