@@ -102,6 +102,10 @@ class KernelCounters:
     retries: int = 0  # jobs run again after a transient failure (backends/job_policy.py)
     timeouts: int = 0  # jobs that took longer than the policy's timeout
     fallbacks: int = 0  # jobs computed exactly after they kept failing (fallback="exact")
+    # results transferred, summed over the site's job records (``run_job`` adds them): the
+    # bytes that came back, and one bitstring per shot where the backend computed it (0: not)
+    bytes_received: int = 0
+    raw_bytes: int = 0
 
 
 #: records a backend's job log keeps; older ones drop off (``JobLog.total`` still counts them)
@@ -222,8 +226,12 @@ class Backend(Protocol):
         dropout_keep: torch.Tensor | None,
         dropout_p: float,
         site: str,
+        form: str = "auto",
     ) -> torch.Tensor:
         """QAAP pooling with SDPA's calling convention; returns (B, H, Sq, Dv) in q's dtype.
+
+        ``form`` ("auto", "quadratic", "linear") picks how an exact backend computes the
+        closed form (``qgraph.costmodel.qaap_form``); backends that run circuits ignore it.
 
         All B × H × Sq instances of the call go out as one job (chunked to
         ``max_circuits_per_job``); sampled backends post-select feature = 0 and fall back to

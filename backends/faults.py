@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from qgraph.backends.frontend import QAAPRows, QuantumFrontEnd
+from qgraph.backends.frontend import QAAPRows, QuantumFrontEnd, classical_attention
 from qgraph.backends.job_policy import TransientJobError
 from qgraph.kernels.qrce import QRCEStructure
 
@@ -69,6 +69,37 @@ class FaultyBackend(QuantumFrontEnd):
             if self.hang_s:
                 time.sleep(self.hang_s)
             raise TransientJobError(f"injected fault in a {kernel} job")
+
+    def qaap(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        is_causal: bool,
+        dropout_keep: torch.Tensor | None,
+        dropout_p: float,
+        site: str,
+        form: str = "auto",
+    ) -> torch.Tensor:
+        """``inner``'s QAAP, unless this job is drawn to fail. An ``inner`` that computes QAAP
+        whole (the exact backend's two forms) is called as it is, so that a run with faults
+        equals the run without them bit for bit; others go through their rows."""
+        args = (q, k, v, attn_mask, is_causal, dropout_keep, dropout_p, site)
+        if type(self.inner).qaap is QuantumFrontEnd.qaap:
+            return super().qaap(*args, form=form)
+
+        def call() -> torch.Tensor:
+            self._maybe_fail("qaap")
+            return self.inner.qaap(*args, form=form)
+
+        return self._job(
+            "qaap",
+            site,
+            call,
+            lambda: self.inner.qaap(*args, form=form),
+            lambda: classical_attention(q, k, v, attn_mask, is_causal),
+        )
 
     def qaap_rows(
         self, keys: torch.Tensor, queries: torch.Tensor, keep: torch.Tensor, site: str

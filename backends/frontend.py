@@ -46,7 +46,14 @@ from qgraph.kernels.qrce import (
     unique_tokens,
 )
 
-__all__ = ["BackendResultError", "QAAPRows", "QuantumFrontEnd", "RowBackend", "softmax_rows"]
+__all__ = [
+    "BackendResultError",
+    "QAAPRows",
+    "QuantumFrontEnd",
+    "RowBackend",
+    "classical_attention",
+    "softmax_rows",
+]
 
 _T = TypeVar("_T")
 
@@ -187,14 +194,12 @@ class QuantumFrontEnd(ABC):
         dropout_keep: torch.Tensor | None,
         dropout_p: float,
         site: str,
+        form: str = "auto",
     ) -> torch.Tensor:
         """QAAP pooling with SDPA's calling convention: q (..., H, Sq, D), k and v
-        (..., Hkv, Sk, ·); returns (..., H, Sq, Dv) in q's dtype."""
-        if q.dim() < 3 or k.dim() != q.dim() or v.dim() != q.dim():
-            raise ValueError(
-                f"QAAP on {self.name}: q, k and v must be (..., heads, seq, dim) with the same "
-                f"rank; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}."
-            )
+        (..., Hkv, Sk, ·); returns (..., H, Sq, Dv) in q's dtype. Circuits have one form:
+        ``form`` only matters to exact backends, which override this."""
+        self._check_qaap_ranks(q, k, v)
         out_dtype, work = q.dtype, compute_dtype(q.dtype)
         n_queries, head_dim, n_keys = q.shape[-2], q.shape[-1], k.shape[-2]
         differentiable = self.capabilities.differentiable
@@ -222,16 +227,28 @@ class QuantumFrontEnd(ABC):
         if rows.kept_shots is not None:
             self.last_qaap_shots = rows.kept_shots.reshape(*lead, n_queries)
 
-        counters = self.stats.site(site)
-        counters.calls += 1
-        counters.instances += lead.numel() * n_queries
-        counters.fallback_rows += int(fallback.sum())
-        counters.empty_rows += int(empty.sum())
-
+        self._count_qaap(site, lead.numel() * n_queries, fallback, empty)
         attn = weights
         if dropout_keep is not None and dropout_p > 0.0:
             attn = attn * dropout_keep.to(work) / (1.0 - dropout_p)
         return (attn @ vf).to(out_dtype)
+
+    def _check_qaap_ranks(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        if q.dim() < 3 or k.dim() != q.dim() or v.dim() != q.dim():
+            raise ValueError(
+                f"QAAP on {self.name}: q, k and v must be (..., heads, seq, dim) with the same "
+                f"rank; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}."
+            )
+
+    def _count_qaap(
+        self, site: str, rows: int, fallback: torch.Tensor, empty: torch.Tensor
+    ) -> None:
+        """One QAAP call on ``site``: its rows, and those that fell back or had no key."""
+        counters = self.stats.site(site)
+        counters.calls += 1
+        counters.instances += rows
+        counters.fallback_rows += int(fallback.sum())
+        counters.empty_rows += int(empty.sum())
 
     def _checked_scores(self, rows: QAAPRows, expected: tuple[int, ...], site: str) -> torch.Tensor:
         scores = rows.scores
@@ -383,6 +400,20 @@ def _check_weights(weights: torch.Tensor, structure: QRCEStructure) -> None:
             f"QRCE: weights must have shape (L={structure.n_layers}, q={structure.n_qubits}); "
             f"got {tuple(weights.shape)}."
         )
+
+
+def classical_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    is_causal: bool,
+) -> torch.Tensor:
+    """What an attention site computed before it was offloaded: SDPA (default scale) with
+    QAAP's reading of the mask; rows with no kept key give 0, as QAAP's do."""
+    keep = keep_mask(attn_mask, is_causal, q.shape[-2], k.shape[-2], q.device)
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, keep, enable_gqa=True)
+    return out.nan_to_num(0.0)
 
 
 def softmax_rows(queries: torch.Tensor, keys: torch.Tensor, keep: torch.Tensor) -> QAAPRows:

@@ -14,6 +14,13 @@ are simulated exactly, as under ``"exact"``). Retries, timeouts and fallbacks ar
 site in ``backend.stats`` (``KernelCounters``), and every failed attempt and every fallback
 leaves an ``ExecutionRecord`` with its ``outcome``, which the scheduler's timeline counts.
 
+Every backend's job records pass through here too: ``run_job`` adds the transferred bytes of
+each record the job appends (``bytes_received`` and ``raw_bytes``) to the counters of the
+record's site, so the report shows them for every backend without code of its own. A record
+counts for the job whose call appended it (in its thread, or in a thread that runs in its
+context), however many jobs append to the same log at once; records that a timed-out
+attempt appends after its ``run_job`` has returned are not counted.
+
 A job that times out, and the jobs of a call that Ctrl-C interrupts, are cancelled where the
 backend can cancel them (``cancel`` below: IBM jobs have ``cancel()``); a timed-out call that
 cannot be cancelled finishes in its daemon thread and its result is dropped.
@@ -35,7 +42,7 @@ from typing import Literal, TypeVar
 
 import torch
 
-from qgraph.backends.base import BackendStats, ExecutionRecord
+from qgraph.backends.base import BackendStats, ExecutionRecord, JobLog, KernelCounters
 from qgraph.errors import QGraphError
 
 __all__ = [
@@ -167,6 +174,44 @@ def _no_cancel() -> int:
     return 0
 
 
+#: the ``run_job`` whose call runs in this context (a token): a log listener credits a record
+#: to the job that appended it, not to another job appending to the same log meanwhile
+_RUNNING_JOB: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "qgraph_running_job", default=None
+)
+#: counters of one site may be updated by jobs in several threads at once
+_BYTES_LOCK = threading.Lock()
+
+
+def _in_job(call: Callable[[], _T], token: object) -> Callable[[], _T]:
+    """``call`` run with ``token`` as the running job (reset after, so that the caller's own
+    context does not keep it when the call runs in it directly)."""
+
+    def attempt() -> _T:
+        reset = _RUNNING_JOB.set(token)
+        try:
+            return call()
+        finally:
+            _RUNNING_JOB.reset(reset)
+
+    return attempt
+
+
+def _byte_counter(stats: BackendStats, token: object) -> Callable[[ExecutionRecord], None]:
+    """A log listener that adds the transferred bytes of the records the job ``token``
+    appends to the counters of each record's site."""
+
+    def count(record: ExecutionRecord) -> None:
+        if _RUNNING_JOB.get() is not token or not (record.bytes_received or record.raw_bytes):
+            return
+        with _BYTES_LOCK:
+            counters = stats.site(record.site)
+            counters.bytes_received += record.bytes_received
+            counters.raw_bytes += record.raw_bytes
+
+    return count
+
+
 def run_job(
     call: Callable[[], _T],
     policy: JobPolicy,
@@ -183,14 +228,43 @@ def run_job(
     ``describe`` names backend, kernel and site for errors; ``fallback`` computes the result
     the policy's fallback asks for; ``cancel`` cancels what the backend still runs for this
     site (on a timeout and on Ctrl-C) and says how many jobs it cancelled. Counters and
-    records go to ``stats`` under ``site``.
+    records go to ``stats`` under ``site``; the bytes of the records the call appends go to
+    the counters of their sites.
     """
     counters = stats.site(site)
+    if not isinstance(stats.records, JobLog):  # a plain list a backend assigned: keep its records
+        stats.records = JobLog(stats.records)
+    token = object()
+    job = _in_job(call, token)
+    count_bytes = _byte_counter(stats, token)
+    log = stats.records
+    log.listeners.append(count_bytes)
+    try:
+        return _attempts(
+            job, policy, stats, counters, kernel, site, describe, fallback, cancel, sleep
+        )
+    finally:
+        log.listeners.remove(count_bytes)
+
+
+def _attempts(
+    job: Callable[[], _T],
+    policy: JobPolicy,
+    stats: BackendStats,
+    counters: KernelCounters,
+    kernel: str,
+    site: str,
+    describe: str,
+    fallback: Callable[[], _T],
+    cancel: Callable[[], int],
+    sleep: Callable[[float], None],
+) -> _T:
+    """``run_job``'s attempts: the job until it succeeds, then the policy's fallback."""
     attempt = 0
     while True:
         began = time.perf_counter()
         try:
-            return _within(policy.timeout_s, call)
+            return _within(policy.timeout_s, job)
         except KeyboardInterrupt:
             cancel()
             raise

@@ -147,13 +147,16 @@ class LatencyBackend:
         dropout_keep: torch.Tensor | None,
         dropout_p: float,
         site: str,
+        form: str = "auto",
     ) -> torch.Tensor:
         """The inner backend's QAAP after ``latency_s``."""
         return self._job(
             "qaap",
             site,
             lambda: int(q.shape[:-1].numel()),
-            lambda: self.inner.qaap(q, k, v, attn_mask, is_causal, dropout_keep, dropout_p, site),
+            lambda: self.inner.qaap(
+                q, k, v, attn_mask, is_causal, dropout_keep, dropout_p, site, form=form
+            ),
         )
 
     def qrce(

@@ -2,7 +2,9 @@
 and QRCE histograms, against the raw shot records they stand for.
 
 The paper claims measurement data is compressed to ~1/10 for transfer. This measures it, on
-histograms drawn by qgraph's own samplers at a small BERT-sized site:
+histograms drawn by qgraph's own samplers at a small BERT-sized site (the QAAP and QRCE
+histograms come from ``qgraph.costmodel.result_sizes``, which the cost model's transfer term
+measures the same way, at the circuit shape of each call):
 
 * QAAP: batch × 12 heads × 128 queries, 128 keys of head dim 64 (standard normal q, k,
   seeded), no mask. One circuit per query row; a shot measures a + b = 7 + 6 = 13 qubits
@@ -76,13 +78,9 @@ from qgraph.backends.codec import (
     encoding_sizes,
     raw_shot_bytes,
 )
+from qgraph.costmodel.result_sizes import qaap_histograms, qrce_histograms
 from qgraph.kernels.qaap import qaap_register_sizes
-from qgraph.kernels.qrce import qrce_probabilities
-from qgraph.kernels.sampling import (
-    multinomial_counts,
-    qaap_kept_probabilities,
-    sample_qaap_counts,
-)
+from qgraph.kernels.sampling import multinomial_counts
 from qgraph.layers import QRCEEmbedding
 
 SHOTS = (1024, 4096)
@@ -100,14 +98,7 @@ def qaap_job(batch: int, shots: int) -> tuple[np.ndarray, np.ndarray, int]:
     shape = (batch, HEADS, N_KEYS, HEAD_DIM)
     q = torch.randn(shape, generator=generator, dtype=torch.float64)
     k = torch.randn(shape, generator=generator, dtype=torch.float64)
-    kept, _, _ = sample_qaap_counts(q, k, None, shots, generator)
-    kept = kept.reshape(-1, N_KEYS)
-    counts = torch.cat([kept, shots - kept.sum(-1, keepdim=True)], dim=-1)
-    accept, _ = qaap_kept_probabilities(q, k, None)
-    accept = accept.reshape(-1, N_KEYS)
-    probs = torch.cat([accept, (1.0 - accept.sum(-1, keepdim=True)).clamp_min(0.0)], dim=-1)
-    bits = sum(qaap_register_sizes(N_KEYS, HEAD_DIM))
-    return counts.numpy(), probs.numpy(), bits
+    return qaap_histograms(q, k, shots, generator)
 
 
 def qaap_full_register_job(batch: int, shots: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -132,12 +123,9 @@ def qrce_job(tokens: int, shots: int) -> tuple[np.ndarray, np.ndarray, int]:
     layer = QRCEEmbedding(VOCAB, D_MODEL, QRCE_QUBITS, QRCE_LAYERS, seed=SEED)
     generator = torch.Generator().manual_seed(SEED)
     ids = torch.randperm(VOCAB, generator=generator)[:tokens]
-    with torch.no_grad():
-        probs = qrce_probabilities(
-            layer.angles[ids].double(), layer.weights.double(), layer.structure
-        )
-    counts = multinomial_counts(probs, shots, generator)
-    return counts.numpy(), probs.numpy(), QRCE_QUBITS
+    return qrce_histograms(
+        layer.angles.detach()[ids], layer.weights.detach(), layer.structure, shots, generator
+    )
 
 
 def entropy_bounds(counts: np.ndarray, probs: np.ndarray, shots: int) -> tuple[float, float]:

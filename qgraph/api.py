@@ -53,6 +53,7 @@ def compile(
     frontend: Frontend = "auto",
     max_captures: int = DEFAULT_MAX_CAPTURES,
     job_policy: JobPolicy | None = None,
+    qaap_form: str = "auto",
 ) -> CompiledModule:
     """Capture ``model``, find its attention and embedding sites, and offload the chosen ones.
 
@@ -86,6 +87,10 @@ def compile(
             retries with backoff, fallback "raise", "exact" or "classical"); set on the
             backend instance, so two modules that need different policies need two
             instances. None keeps the backend's own (by default: 2 retries, then raise).
+        qaap_form: how exact backends compute QAAP's closed form: ``"quadratic"`` (the
+            n × n scores), ``"linear"`` (the degree-2 feature map, linear in the length;
+            padding and causal masks, no dropout) or ``"auto"`` (per call, the faster of the
+            two by the classical roofline of the shapes; the report shows each site's).
 
     Returns:
         A CompiledModule; ``.report`` lists every site, ``.graph_module`` is the rewritten graph.
@@ -107,6 +112,7 @@ def compile(
         "frontend": frontend,
         "max_captures": max_captures,
         "job_policy": job_policy,
+        "qaap_form": qaap_form,
     }
     return compile_module(model, example_inputs, example_kwargs, options)
 

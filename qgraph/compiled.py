@@ -158,6 +158,7 @@ class CompiledModule(nn.Module):
             seed=self.settings.seed,
             backend=self._backend,
             gradients=self.settings.gradients,
+            qaap_form=self.settings.qaap_form,
         )
         try:
             analysis_pipeline().run(gm, props)

@@ -37,6 +37,7 @@ from torch import nn
 from qgraph.backends import get_backend, resolve
 from qgraph.compiled import analysis_pipeline, decision_pipeline
 from qgraph.costing import DEFAULT_DEVICE, CostOptions
+from qgraph.costmodel.qaap_form import FORM_SETTINGS
 from qgraph.errors import InputError, UnsupportedGraphError
 from qgraph.gradients import resolve_gradients
 from qgraph.passes.analysis.decide_offload import decided_sites
@@ -58,6 +59,7 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "device": None,  # the quantum device "auto" decides for (default ibm_heron_r2)
     "precision": 0.03,  # target standard error of each estimated value (cost model)
     "min_fidelity": 0.5,  # the lowest expected circuit fidelity "auto" accepts
+    "qaap_form": "auto",  # as qgraph.compile(qaap_form=...)
 }
 
 #: the reason every supported embedding site gives under this backend
@@ -75,6 +77,7 @@ class BackendSettings:
     backend: str  # the backend's registry key (a configured instance gets its own key)
     gradients: dict[str, str]  # kernel -> gradient method
     costs: CostOptions | None  # None: the sites are not costed
+    qaap_form: str = "auto"  # "auto" | "quadratic" | "linear"
     # the backend itself: a configured instance stays registered while a graph runs on it
     instance: Any = field(default=None, repr=False, compare=False)
 
@@ -108,6 +111,11 @@ def parse_options(options: Mapping[str, Any] | None) -> BackendSettings:
         value = chosen[name]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InputError(f"option {name!r} must be a number; got {value!r}.")
+    if chosen["qaap_form"] not in FORM_SETTINGS:
+        raise InputError(
+            f"option 'qaap_form' must be one of {', '.join(map(repr, FORM_SETTINGS))}; "
+            f"got {chosen['qaap_form']!r}."
+        )
     device = chosen["device"]
     if device is not None and not isinstance(device, str):
         raise InputError(f"option 'device' must be a device name; got {device!r}.")
@@ -121,7 +129,9 @@ def parse_options(options: Mapping[str, Any] | None) -> BackendSettings:
             gradients=gradients,
         )
         costs.validate()
-    return BackendSettings(policy, backend_key, gradients, costs, get_backend(backend_key))
+    return BackendSettings(
+        policy, backend_key, gradients, costs, chosen["qaap_form"], get_backend(backend_key)
+    )
 
 
 # -- the registry of graphs this backend received ------------------------------------------
@@ -369,6 +379,7 @@ class QGraphCompiledGraph:
             site_label_prefix=f"dynamo{self.record.id}",
             backend=settings.backend,
             gradients=settings.gradients,
+            qaap_form=settings.qaap_form,
         )
         analysis_pipeline(normalize_path=normalize_module_path).run(gm, props)
         report = self.record.report

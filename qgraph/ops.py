@@ -4,8 +4,9 @@ Each is a ``torch.library.custom_op`` with a fake (shape) implementation and an 
 formula, so torch.export, torch.compile and the ONNX exporter see one opaque node per
 offloaded region. The forward dispatches to a backend by registry key (bound by lowering).
 The backward is its own op, dispatched on the ``gradient`` argument: QAAP by the closed
-form's VJP (autograd on the exact backend, straight-through on sampled ones) or by SPSA on
-the backend; QRCE by the backend's ``qrce_gradient`` (autograd or parameter shift).
+form's VJP (autograd on the exact backend, straight-through on sampled ones; in the form
+``form`` resolves to, docs/kernels.md §1.8) or by SPSA on the backend; QRCE by the
+backend's ``qrce_gradient`` (autograd or parameter shift).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 from torch import Tensor
 
 from qgraph.backends import get_backend
-from qgraph.kernels.qaap import qaap_attention
+from qgraph.costmodel.qaap_form import resolve_form
+from qgraph.kernels.qaap_linear import qaap_linear_attention
+from qgraph.kernels.qaap_quadratic import quadratic_attention_backward
 from qgraph.kernels.qrce import QRCEStructure
 from qgraph.kernels.spsa import spsa_vjp
 
@@ -35,19 +38,25 @@ def qaap(
     backend: str,
     gradient: str,
     site: str,
+    form: str = "auto",
 ) -> Tensor:
     """Quantum Amplitude Attention Pooling with SDPA's q/k/v/mask convention.
 
     q (B, H, Sq, D); k, v (B, Hkv, Sk, ·) with H a multiple of Hkv (grouped-query);
     ``dropout_keep`` is the Bernoulli keep mask on the weights, drawn by the graph in
     training mode (None otherwise). ``backend`` is a registry key, ``gradient`` the method
-    of the backward ("autograd", "straight-through" or "spsa"). Returns (B, H, Sq, Dv).
+    of the backward ("autograd", "straight-through" or "spsa"), ``form`` the exact closed
+    form's ("auto", "quadratic" or "linear"). Returns (B, H, Sq, Dv).
     """
-    return get_backend(backend).qaap(q, k, v, attn_mask, is_causal, dropout_keep, dropout_p, site)
+    return get_backend(backend).qaap(
+        q, k, v, attn_mask, is_causal, dropout_keep, dropout_p, site, form=form
+    )
 
 
 @qaap.register_fake
-def _qaap_fake(q, k, v, attn_mask, dropout_keep, is_causal, dropout_p, backend, gradient, site):
+def _qaap_fake(
+    q, k, v, attn_mask, dropout_keep, is_causal, dropout_p, backend, gradient, site, form="auto"
+):
     return q.new_empty((*q.shape[:-1], v.shape[-1]))
 
 
@@ -64,6 +73,7 @@ def qaap_backward(
     backend: str,
     gradient: str,
     site: str,
+    form: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of QAAP w.r.t. q, k, v: the closed form's VJP, or SPSA on the backend."""
     if gradient == "spsa":
@@ -77,18 +87,26 @@ def qaap_backward(
             stacked = [torch.cat([a, b]) for a, b in zip(plus, minus, strict=True)]
             mask = _repeat_batch(attn_mask, batch)
             keep = _repeat_batch(dropout_keep, batch)
-            out = runner.qaap(*stacked, mask, is_causal, keep, dropout_p, site)
+            out = runner.qaap(*stacked, mask, is_causal, keep, dropout_p, site, form=form)
             return out[:batch], out[batch:]
 
         grad_q, grad_k, grad_v = spsa_vjp(evaluate_pair, (q, k, v), grad_out)
         return grad_q, grad_k, grad_v
 
+    choice, key_keep, causal = resolve_form(
+        form, q, k, v, attn_mask, is_causal, dropout_keep, dropout_p
+    )
+    if choice.form == "quadratic":
+        return quadratic_attention_backward(
+            grad_out, q, k, v, attn_mask, is_causal, dropout_keep, dropout_p
+        )
+
     # torch.func.vjp, not torch.autograd: an op's implementation runs below the autograd
     # dispatch key, where only functorch transforms record a graph.
-    def closed_form(q_: Tensor, k_: Tensor, v_: Tensor) -> Tensor:
-        return qaap_attention(q_, k_, v_, attn_mask, is_causal, dropout_keep, dropout_p)[0]
+    def linear_form(q_: Tensor, k_: Tensor, v_: Tensor) -> Tensor:
+        return qaap_linear_attention(q_, k_, v_, key_keep, causal)[0]
 
-    vjp: Any = torch.func.vjp(closed_form, q, k, v)[1]
+    vjp: Any = torch.func.vjp(linear_form, q, k, v)[1]
     grad_q, grad_k, grad_v = vjp(grad_out)
     return grad_q, grad_k, grad_v
 
@@ -103,15 +121,26 @@ def _repeat_batch(mask: Tensor | None, batch: int) -> Tensor | None:
 
 @qaap_backward.register_fake
 def _qaap_backward_fake(
-    grad_out, q, k, v, attn_mask, dropout_keep, is_causal, dropout_p, backend, gradient, site
+    grad_out,
+    q,
+    k,
+    v,
+    attn_mask,
+    dropout_keep,
+    is_causal,
+    dropout_p,
+    backend,
+    gradient,
+    site,
+    form="auto",
 ):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 def _qaap_setup_context(ctx, inputs, output):
-    q, k, v, attn_mask, dropout_keep, is_causal, dropout_p, backend, gradient, site = inputs
+    q, k, v, attn_mask, dropout_keep, is_causal, dropout_p, backend, gradient, site, form = inputs
     ctx.save_for_backward(q, k, v, attn_mask, dropout_keep)
-    ctx.options = (is_causal, dropout_p, backend, gradient, site)
+    ctx.options = (is_causal, dropout_p, backend, gradient, site, form)
 
 
 def _qaap_grad(ctx, grad_out):
@@ -119,7 +148,7 @@ def _qaap_grad(ctx, grad_out):
     grad_q, grad_k, grad_v = torch.ops.qgraph.qaap_backward(
         grad_out, q, k, v, attn_mask, dropout_keep, *ctx.options
     )
-    return grad_q, grad_k, grad_v, None, None, None, None, None, None, None
+    return grad_q, grad_k, grad_v, None, None, None, None, None, None, None, None
 
 
 qaap.register_autograd(_qaap_grad, setup_context=_qaap_setup_context)

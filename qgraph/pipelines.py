@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from qgraph.passes.analysis.build_sites import BuildSites
+from qgraph.passes.analysis.choose_qaap_form import ChooseQaapForm
 from qgraph.passes.analysis.classify_masks import ClassifyMasks
 from qgraph.passes.analysis.cost_sites import CostSites
 from qgraph.passes.analysis.count_flops_bytes import CountFlopsBytes
@@ -37,7 +38,7 @@ def analysis_pipeline(normalize_path: Callable[[str], str] | None = None) -> Pas
 def decision_pipeline() -> PassManager:
     """The analysis passes that cost the sites and decide on them, after
     ``analysis_pipeline``."""
-    return PassManager([CostSites(), DecideOffload()])
+    return PassManager([CostSites(), DecideOffload(), ChooseQaapForm()])
 
 
 def rewrite_pipeline() -> PassManager:

@@ -29,12 +29,16 @@ COLUMNS: tuple[str, ...] = (
     "decision",
     "shape",
     "mask_kind",
+    "qaap_form",  # the exact backend's QAAP form at the example shapes (quantum attention)
     "reason",
 )
 #: columns added when the sites were costed: the decision device's predictions
 COST_COLUMNS: tuple[str, ...] = ("device", "quantum s", "classical s", "fidelity", "usd")
 #: what ``Report.jobs`` counts per quantum site (``KernelCounters`` fields)
 JOB_COUNTS: tuple[str, ...] = ("calls", "retries", "timeouts", "fallbacks", "fallback_rows")
+#: the results' bytes ``Report.jobs`` also sums per site (``KernelCounters`` fields); with them
+#: comes "compression_ratio", raw_bytes / bytes_received (None unless both were recorded)
+TRANSFER_COUNTS: tuple[str, ...] = ("raw_bytes", "bytes_received")
 
 
 def _cell(value: Any) -> str:
@@ -43,6 +47,20 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
+
+
+def _format_bytes(n: int) -> str:
+    """Bytes in decimal units, as transfer sizes are quoted: 950 B, 1.2 kB, 210 MB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
+
+
+def _results_line(raw: int, received: int) -> str:
+    """What came back for what the shots would have been as one bitstring each."""
+    ratio = f" ({raw / received:.3g}x)" if received else ""
+    return f"{_format_bytes(received)} received for {_format_bytes(raw)} of raw shots{ratio}"
 
 
 def _shape_summary(site: Site) -> str:
@@ -127,16 +145,26 @@ class Report:
             rows.append({c: row[c] for c in self.columns})
         return rows
 
-    def jobs(self) -> dict[str, dict[str, int]]:
+    def jobs(self) -> dict[str, dict[str, int | float | None]]:
         """Per quantum site that has run, its jobs so far (``JOB_COUNTS``): op calls, retried
         attempts, timed-out attempts, calls the job policy's fallback computed, and QAAP rows
-        that fell back to uniform weights. Empty before the module has run."""
+        that fell back to uniform weights; and the results' bytes (``TRANSFER_COUNTS``): what
+        came back (``bytes_received``), what the shots are as one bitstring each
+        (``raw_bytes``, 0 where the backend does not compute it: only the shots backend
+        does) and ``compression_ratio``, raw / received (None unless both were recorded).
+        Empty before the module has run."""
         counters = self.job_counters() if self.job_counters is not None else {}
-        return {
-            key: {name: getattr(c, name) for name in JOB_COUNTS}
-            for key, c in counters.items()
-            if c.calls or c.retries or c.timeouts or c.fallbacks
-        }
+        jobs: dict[str, dict[str, int | float | None]] = {}
+        for key, c in counters.items():
+            if not (c.calls or c.retries or c.timeouts or c.fallbacks):
+                continue
+            site: dict[str, int | float | None] = {
+                name: getattr(c, name) for name in JOB_COUNTS + TRANSFER_COUNTS
+            }
+            both = c.raw_bytes and c.bytes_received
+            site["compression_ratio"] = c.raw_bytes / c.bytes_received if both else None
+            jobs[key] = site
+        return jobs
 
     def to_dicts(self) -> list[dict[str, Any]]:
         """Every field of every site, for analysis (JSON-friendly)."""
@@ -183,7 +211,7 @@ class Report:
             table.add_column(column, overflow="fold")
         for row in self.rows():
             table.add_row(*(_cell(row[c]) for c in self.columns))
-        width = 200 if self.device else 160
+        width = 212 if self.device else 172  # the qaap_form column took 12
         console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
         console.print(table)
         counts = (
@@ -199,7 +227,7 @@ class Report:
         jobs = self.jobs()
         if not jobs:
             return []
-        total = {name: sum(site[name] for site in jobs.values()) for name in JOB_COUNTS}
+        total = {name: sum(int(site[name] or 0) for site in jobs.values()) for name in JOB_COUNTS}
         lines = [
             f"jobs so far: {total['calls']} calls, {total['retries']} retries, "
             f"{total['timeouts']} timeouts, {total['fallbacks']} fallbacks (job policy)"
@@ -210,6 +238,18 @@ class Report:
                     f"  {key}: {site['calls']} calls, {site['retries']} retries, "
                     f"{site['timeouts']} timeouts, {site['fallbacks']} fallbacks"
                 )
+        # results' sizes only where the backend recorded the raw size to set them against
+        sized = {
+            key: (int(site["raw_bytes"] or 0), int(site["bytes_received"] or 0))
+            for key, site in jobs.items()
+            if site["raw_bytes"]
+        }
+        if sized:
+            raw = sum(r for r, _ in sized.values())
+            received = sum(b for _, b in sized.values())
+            lines.append(f"results: {_results_line(raw, received)}")
+            if len(sized) > 1:
+                lines += [f"  {key}: {_results_line(r, b)}" for key, (r, b) in sized.items()]
         return lines
 
     def __repr__(self) -> str:

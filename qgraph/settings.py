@@ -13,6 +13,7 @@ from qgraph.backends.frontend import QuantumFrontEnd
 from qgraph.backends.job_policy import JobPolicy
 from qgraph.capture import Frontend, check_example_inputs
 from qgraph.costing import DEFAULT_DEVICE, CostOptions
+from qgraph.costmodel.qaap_form import FORM_SETTINGS
 from qgraph.costmodel.resources import precision_error
 from qgraph.errors import InputError
 from qgraph.gradients import resolve_gradients
@@ -47,6 +48,7 @@ class CompileSettings:
     frontend: Frontend
     precision: float
     max_captures: int
+    qaap_form: str = "auto"  # "auto" | "quadratic" | "linear" (qgraph.costmodel.qaap_form)
 
 
 #: the keyword options of ``qgraph.compile`` (its signature holds their defaults)
@@ -67,6 +69,7 @@ OPTION_NAMES = (
     "frontend",
     "max_captures",
     "job_policy",
+    "qaap_form",
 )
 
 
@@ -129,6 +132,11 @@ def compile_settings(
         raise InputError(f"qrce_init must be 'distill' or 'random'; got {qrce_init!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(f"seed must be an int (it seeds the QRCE circuits); got {seed!r}.")
+    if options["qaap_form"] not in FORM_SETTINGS:
+        raise InputError(
+            f"qaap_form must be one of {', '.join(map(repr, FORM_SETTINGS))}; "
+            f"got {options['qaap_form']!r}."
+        )
     if not isinstance(max_captures, int) or max_captures < 1:
         raise InputError(f"max_captures must be an integer ≥ 1; got {max_captures!r}.")
     settings = CompileSettings(
@@ -142,6 +150,7 @@ def compile_settings(
         frontend=frontend,
         precision=precision,
         max_captures=max_captures,
+        qaap_form=options["qaap_form"],
     )
     given = {
         **options,

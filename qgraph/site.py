@@ -45,6 +45,8 @@ class Site:
     reason: str = ""
     costs: dict[str, dict[str, Any]] = field(default_factory=dict)  # device -> estimate summary
     classical_s: float | None = None  # predicted classical time of the region (roofline)
+    qaap_form: str | None = None  # exact form of an offloaded attention site at these shapes
+    qaap_form_reason: str = ""  # why that form (qgraph.costmodel.qaap_form)
     flops: int = 0  # classical FLOPs of the region at the example shapes
     bytes: int = 0  # bytes read and written by the region at the example shapes
     # attention

@@ -29,6 +29,7 @@ from qgraph.costing import CostOptions, SiteCosts
 from qgraph.errors import PolicyError, UnknownBackendError
 from qgraph.layers import QRCEEmbedding, QRCEOptions
 from qgraph.passes.analysis.build_sites import BuildSites
+from qgraph.passes.analysis.choose_qaap_form import ChooseQaapForm
 from qgraph.passes.analysis.classify_masks import ClassifyMasks
 from qgraph.passes.analysis.cost_sites import CostSites
 from qgraph.passes.analysis.count_flops_bytes import CountFlopsBytes
@@ -60,6 +61,7 @@ PIPELINE_INPUTS = (
     "seed",
     "backend",
     "gradients",
+    "qaap_form",
 )
 
 
@@ -568,8 +570,46 @@ def test_decided_sites_join_records_costs_and_decisions() -> None:
 def test_site_record_has_the_site_fields_less_costs_and_decision() -> None:
     record_fields = [f.name for f in dataclasses.fields(SiteRecord)]
     site_fields = [f.name for f in dataclasses.fields(Site)]
-    later = ["op", "decision", "reason", "costs", "classical_s"]
+    later = ["op", "decision", "reason", "costs", "classical_s", "qaap_form", "qaap_form_reason"]
     assert [f for f in site_fields if f not in later] == record_fields
+
+
+# -- ChooseQaapForm -------------------------------------------------------------------------
+def _form_props(setting: str, **record: Any) -> PropertySet:
+    return PropertySet(
+        sites=(attention_record(**record), embedding_record(index=1)),
+        decisions={0: SiteDecision("quantum", "qaap", "why"), 1: SiteDecision("quantum", "qrce")},
+        qaap_form=setting,
+    )
+
+
+def test_choose_qaap_form_writes_the_roofline_choice_of_quantum_attention_sites() -> None:
+    written = run_analysis(ChooseQaapForm(), any_graph(), _form_props("auto"))
+    (index,) = written["qaap_forms"]
+    choice = written["qaap_forms"][index]
+    assert index == 0 and choice.form == "quadratic" and choice.setting == "auto"
+    assert choice.reason.startswith("roofline: linear")
+    forced = run_analysis(ChooseQaapForm(), any_graph(), _form_props("linear"))
+    assert forced["qaap_forms"][0].form == "linear"
+    arbitrary = _form_props("linear", mask_kind="arbitrary")
+    assert run_analysis(ChooseQaapForm(), any_graph(), arbitrary)["qaap_forms"][0].form == (
+        "quadratic"
+    )
+
+
+def test_choose_qaap_form_skips_classical_sites() -> None:
+    props = _form_props("auto")
+    props["decisions"] = {0: SiteDecision(reason="kept"), 1: SiteDecision(reason="kept")}
+    assert run_analysis(ChooseQaapForm(), any_graph(), props) == {"qaap_forms": {}}
+
+
+def test_decided_sites_carry_the_chosen_form() -> None:
+    props = _form_props("linear")
+    ChooseQaapForm().run(any_graph(), props)
+    props["site_costs"] = {}
+    attention, embedding = decided_sites(props)
+    assert (attention.qaap_form, attention.qaap_form_reason) == ("linear", "set by qaap_form")
+    assert embedding.qaap_form is None
 
 
 # -- ReplaceAttention -----------------------------------------------------------------------
@@ -579,6 +619,7 @@ def _attention_props(match: Match, decision: SiteDecision) -> PropertySet:
         site_matches={0: match},
         decisions={0: decision},
         site_label_prefix="m",
+        qaap_form="auto",
     )
 
 
@@ -591,7 +632,7 @@ def test_replace_attention_swaps_the_sdpa_for_qaap() -> None:
     assert run_rewrite(ReplaceAttention(), gm, props) == (
         "def forward(self, q, k, v, mask):\n"
         "    qaap_default = torch.ops.qgraph.qaap.default(q, k, v, mask, None, False, 0.0, "
-        "'unbound', 'unbound', 'm:layer.attn');  q = k = v = mask = None\n"
+        "'unbound', 'unbound', 'm:layer.attn', 'auto');  q = k = v = mask = None\n"
         "    return qaap_default"
     )
     qaap = node(gm, "qaap_default")
@@ -608,7 +649,7 @@ def test_replace_attention_takes_k_from_the_transpose_and_draws_the_dropout_keep
         "    attention_dropout_keep = qgraph_passes_rewrite_replace_attention_attention_dropout_"
         "keep(q, k, 0.1)\n"
         "    qaap_default = torch.ops.qgraph.qaap.default(q, k, v, mask, attention_dropout_keep, "
-        "False, 0.1, 'unbound', 'unbound', 'm:layer.attn');  q = k = v = mask = "
+        "False, 0.1, 'unbound', 'unbound', 'm:layer.attn', 'auto');  q = k = v = mask = "
         "attention_dropout_keep = None\n"
         "    return qaap_default"
     )
@@ -753,6 +794,7 @@ UNIT_TESTED: dict[type, Callable[[], Any]] = {
     BuildSites: BuildSites,
     CostSites: CostSites,
     DecideOffload: DecideOffload,
+    ChooseQaapForm: ChooseQaapForm,
     ReplaceAttention: ReplaceAttention,
     ReplaceEmbedding: ReplaceEmbedding,
     BindBackend: BindBackend,
@@ -789,6 +831,7 @@ def test_the_pipelines_run_in_the_documented_order_and_meet_every_requirement() 
         "BuildSites",
         "CostSites",
         "DecideOffload",
+        "ChooseQaapForm",
         "ReplaceAttention",
         "ReplaceEmbedding",
         "BindBackend",

@@ -52,4 +52,12 @@ def decided_sites(props: PropertySet) -> list[Site]:
     (``site_costs``) and its decision (``decisions``), as new ``Site`` objects."""
     site_costs: Mapping[str, SiteCosts] = props["site_costs"]
     decisions: Mapping[int, SiteDecision] = props["decisions"]
-    return [s.as_site(site_costs.get(s.key), decisions[s.index]) for s in props["sites"]]
+    forms = props.get("qaap_forms", {})
+    sites = []
+    for record in props["sites"]:
+        site = record.as_site(site_costs.get(record.key), decisions[record.index])
+        choice = forms.get(record.index)
+        if choice is not None:
+            site.qaap_form, site.qaap_form_reason = choice.form, choice.reason
+        sites.append(site)
+    return sites

@@ -48,7 +48,7 @@ def _untransposed(graph: fx.Graph, k_transposed: fx.Node) -> fx.Node:
 class ReplaceAttention(RewritePass):
     """Replace every attention site whose decision is "quantum" by ``qgraph::qaap``."""
 
-    requires = ("sites", "site_matches", "decisions", "site_label_prefix")
+    requires = ("sites", "site_matches", "decisions", "site_label_prefix", "qaap_form")
 
     def run(self, gm: fx.GraphModule, props: PropertySet) -> None:
         graph = gm.graph
@@ -76,6 +76,7 @@ class ReplaceAttention(RewritePass):
                         UNBOUND_BACKEND,
                         UNBOUND_GRADIENT,
                         site_label(props["site_label_prefix"], site.key),
+                        props["qaap_form"],
                     ),
                 )
             qaap.meta.update(

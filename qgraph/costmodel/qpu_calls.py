@@ -7,7 +7,11 @@
   job_min_qpu_s of QPU time, so per-job latency is only that minimum's shortfall (queue
   time is never modelled); IonQ bills gate-shots with a minimum per circuit and publishes no
   per-job latency; a device without pricing is neither billed nor delayed.
-* transfer: (circuits × parameters × 8 B + executions × ⌈qubits/8⌉ B) / network bandwidth.
+* transfer: (circuits × parameters × 8 B + results) / network bandwidth. The results are
+  what ``qgraph.backends.codec`` sends (as ``ShotsBackend(codec=True)`` does): per job a
+  header and per circuit the encoded histogram's bytes, measured by ``result_sizes`` on
+  histograms sampled at the call's circuit shape and shots; raw bit-arrays, executions ×
+  ⌈qubits/8⌉ B, where that is not measured. The raw figure is logged beside the encoded one.
 * classical pre/post on this CPU: rotation-tree angles (QAAP) and shot histograms, at the
   rates ``calibrate()`` measured into ``cpu_local``.
 """
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 
 from qgraph.costmodel.classical import local_cpu
 from qgraph.costmodel.profiles import DeviceProfile
+from qgraph.costmodel.result_sizes import MAX_OUTCOMES, result_size
 from qgraph.costmodel.results import ExplanationLog, TimeBreakdown, format_seconds
 from qgraph.costmodel.transpiled import CircuitCost
 
@@ -62,6 +67,9 @@ class Billing:
     latency_s: float
     money_usd: float | None
 
+
+#: the kernels whose results ``result_sizes`` measures
+KERNELS = ("qaap", "qrce")
 
 #: (call, device, circuit, executions, execution seconds, log) → jobs, latency and money
 BillingModel = Callable[[QPUCall, DeviceProfile, CircuitCost, int, float, ExplanationLog], Billing]
@@ -191,27 +199,60 @@ def qpu_call(
     billing = BILLING_MODELS[billing_scheme(device)](call, device, cost, executions, execution, log)
     out.latency_s = billing.latency_s
     out.execution_s = execution
-    out.transfer_s = _transfer(call, device, cost, executions, log)
+    out.transfer_s = _transfer(call, device, cost, executions, billing.jobs, log)
     out.classical_s = _classical_pre_post(call, executions, log)
     log.calc(f"{call.label} time", "latency + execution + transfer + classical", out.total_s, "s")
     return QPUCallCost(out, billing.jobs, billing.money_usd)
 
 
 def _transfer(
-    call: QPUCall, device: DeviceProfile, cost: CircuitCost, executions: int, log: ExplanationLog
+    call: QPUCall,
+    device: DeviceProfile,
+    cost: CircuitCost,
+    executions: int,
+    jobs: int,
+    log: ExplanationLog,
 ) -> float:
-    """Seconds to send the parameters up and the shot bit-arrays down (0 without a link)."""
+    """Seconds to send the parameters up and the results down (0 without a link): down is
+    the measured size of the results as qgraph's codec encodes them (``result_sizes``), one
+    payload per job, or raw shot bit-arrays where that size is not measured."""
     if "network_bandwidth" not in device:
         return 0.0
     bandwidth = log.quantity("network bandwidth", device["network_bandwidth"])
     up = call.circuits * call.params * 8
-    down = executions * math.ceil(cost.qubits / 8)
+    raw = executions * math.ceil(cost.qubits / 8)
+    size = result_size(call.kernel, cost.shape, call.shots) if call.kernel in KERNELS else None
+    if size is None:
+        # too many outcomes to sample and encode here: the results count as sent raw
+        log.add(
+            f"  results: raw shot bit-arrays (encoded size not measured: histograms of over "
+            f"{MAX_OUTCOMES:,} outcomes, or an unknown kernel)"
+        )
+        down, results = raw, f"{raw:,} B raw shot bit-arrays"
+    else:
+        per_circuit = log.quantity(
+            f"results per circuit, encoded ({size.outcomes:,}-outcome histogram of "
+            f"{call.shots:,} shots; as raw bit-arrays {size.raw:,} B: raw/encoded "
+            f"{_ratio(size.ratio)})",
+            size.encoded,
+        )
+        down = size.call_bytes(call.circuits, jobs)
+        results = (
+            f"{down:,} B results encoded by qgraph's codec ({jobs:,} × {size.header_bytes} B "
+            f"header + {call.circuits:,} × {per_circuit:.4g} B; as raw shot bit-arrays "
+            f"{raw:,} B: raw/encoded {_ratio(raw / down)})"
+        )
     return log.calc(
         "transfer",
-        f"({up:,} B parameters (float64) + {down:,} B shot bit-arrays) / bandwidth",
+        f"({up:,} B parameters (float64) + {results}) / bandwidth",
         (up + down) / bandwidth,
         "s",
     )
+
+
+def _ratio(ratio: float) -> str:
+    """A size ratio as 0.83, 9.9, 26.6, 175 or 1,731."""
+    return f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.3g}"
 
 
 def _classical_pre_post(call: QPUCall, executions: int, log: ExplanationLog) -> float:

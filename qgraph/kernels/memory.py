@@ -4,10 +4,22 @@
 so memory doubles with every qubit and grows linearly with the tokens simulated together.
 ``qrce_memory_bytes`` estimates the peak; ``qrce_memory_error`` compares it with the memory
 available now and returns a message saying what to change, or None. The numbers are
-estimates, meant to refuse settings that cannot fit, not to budget memory to the byte: peaks
-measured on the CPU simulator (q = 8..22, U = 1..4096, L = 1..5, forward and backward) lie
-within about 20 % of the autograd estimate; without autograd the estimate also covers the
-shots backend's sampling of the read-out, so the exact forward alone uses about half of it.
+estimates, meant to refuse settings that cannot fit, not to budget memory to the byte.
+
+The estimate counts what the simulators allocate (``qgraph.kernels.qrce_shared`` for
+``qrce_features`` / ``qrce_probabilities``, ``qgraph.kernels.qrce_adjoint`` for the
+per-layer variants of the parameter-shift circuits), buffer by buffer at the moment of the
+peak (the constants below say which), taking the larger of the two simulators wherever they
+differ. Checked against the CPU allocator's peak (``torch.profiler`` memory events; one case
+is measured in ``tests/test_memory_limits.py``) for q = 8..16, U = 1..1024, L = 1..5,
+float32 and float64, first calls (which build the cached bit masks, read-out signs and CNOT
+ring) and later ones, never below it: with autograd, forward and backward of the shared
+simulator, 1.0–1.5 times the peak from 4 tokens up and at most 2.7 times for 1–2 tokens
+(the per-layer simulator keeps half the states: 1.2–3.7 times); without autograd 1.1–3.6
+times from 4 tokens up (the estimate also covers the shots backend's sampling of the
+read-out). One token of 20 qubits and 3 layers peaked at 920 MiB on a first call (the bit
+masks are built in int64) and 364 MiB after, four tokens at 1,256 and 832 MiB; the estimates
+are 980 and 1,472 MiB.
 """
 
 from __future__ import annotations
@@ -24,15 +36,60 @@ __all__ = [
     "qrce_memory_error",
 ]
 
-#: complex (U, 2^q) buffers alive at the peak with autograd, besides the ⌈q/2⌉ that every
-#: layer after the first saves for backward (one per two-qubit block): the Kronecker build of
-#: the first layer, the state the read-out saves, |amplitude|², the gradients of backward
-_GRAD_BUFFERS = 9
-#: the same without autograd: a state, the next one, the probabilities, the sampler's counts
-_NO_GRAD_BUFFERS = 6
-#: bytes per basis state, whatever the tokens: the cached CNOT-ring gather index (int64) and
-#: the transients of building it or the read-out signs (their 2q columns are counted apart)
-_FIXED_BYTES_PER_STATE = 8 + 48
+# Per token, in (2^q,) buffers: complex ones hold two reals (complex64 for float32 angles,
+# complex128 for float64). The peak with autograd is in the backward's first layer; without,
+# in the forward's layer loop.
+#
+#: with autograd, per layer: the block input and output that ``qrce_shared`` keeps for its
+#: adjoint backward, and the zero gradients the autograd engine fills in for both before the
+#: backward runs (they are outputs of the autograd Function, marked non-differentiable, and
+#: ``set_materialize_grads`` is on by default). The per-layer simulator keeps half of that.
+_GRAD_STATES_PER_LAYER = 4
+#: with autograd, besides: the re-upload phases Φ and its filled-in zero gradient; in the
+#: backward the adjoint λ, conj(Φ), the α-gradient accumulator and the two transients of a
+#: qubit-block matrix product
+_GRAD_STATES = 7
+#: real ones with autograd: ∂L/∂p gathered into basis order, and for ``qrce_probabilities``
+#: its (U, 2^q) output and the gradient that comes back for it
+_GRAD_REALS = 3
+#: without autograd: the per-layer simulator's peak, five states (an unused keep buffer, the
+#: state, its ring-permuted copy, a gate's output and two half-state products); the shared
+#: simulator peaks at four (Φ, the state, two block-product transients)
+_NO_GRAD_STATES = 5
+#: real ones without autograd: a margin for the probabilities, which outlive the states (the
+#: shots backend's sampling then holds them and an int64 count per basis state: less than the
+#: simulation's peak)
+_NO_GRAD_REALS = 1
+
+# Per basis state, whatever the tokens. With autograd the larger of two moments counts: the
+# backward's first layer, and its start on a first call, when the cached bit masks are built.
+#
+#: complex entries at the backward's first layer: ``torch.matmul`` materialises the conjugate
+#: of the first qubit block's (2^k, 2^k) matrix once per 2^k rows of the state (k ≤ 4,
+#: ``qrce_shared._MAX_BLOCK_QUBITS``)
+_BACKWARD_COMPLEX_PER_STATE = 16
+#: real entries per qubit then: the cached read-out signs (2q columns) and bit masks (2q
+#: rows), and the backward's (bit − ½) signs (q)
+_BACKWARD_REALS_PER_QUBIT = 5
+#: bytes per qubit of building the bit masks on a first call (int64: the bits, their
+#: complement and the stacked pair), besides the read-out signs (2q reals) then
+_MASK_BUILD_BYTES_PER_QUBIT = 32
+#: real entries per qubit without autograd: the read-out signs and their ring-ordered copy
+_FORWARD_REALS_PER_QUBIT = 4
+#: bytes: the cached CNOT ring and its inverse (int64 each), and the numpy transients of
+#: building them (the transients only on a first call, before anything else is allocated)
+_RING_BYTES = 16
+_RING_BUILD_BYTES = 40
+
+# What grows with neither the tokens' states nor 2^q, which matters only for small circuits.
+#
+#: copies of each layer's qubit-block matrices (≤ 16 × 16 complex entries per block of ≤ 4
+#: qubits): K_l in the simulation dtype, in complex128 while it is built, and conjugated in
+#: the backward (one more for the margin)
+_BLOCK_MATRIX_COPIES = 4
+#: bytes for the rest: angles, weights and their gradients, Pauli generators, the (U, 2q)
+#: features, allocator rounding
+_SMALL_BYTES = 64 << 10
 #: estimates below this are not checked at run time (reading the free memory costs ~20 µs)
 _ALWAYS_FITS_BYTES = 64 << 20
 
@@ -58,7 +115,7 @@ def qrce_memory_bytes(
     Args:
         n_tokens: circuits simulated together (distinct tokens of a call, or sample rows).
         n_qubits: q; each statevector holds 2^q complex amplitudes.
-        n_layers: L; with autograd every layer after the first saves ⌈q/2⌉ states.
+        n_layers: L; with autograd the forward keeps 2 states per layer for the backward.
         dtype: the real dtype of the angles; float64 simulates in complex128 (16 bytes per
             amplitude), anything else in complex64 (8 bytes).
         requires_grad: True (default) if the simulation records autograd (training, the
@@ -66,23 +123,43 @@ def qrce_memory_bytes(
             the shots backend, distillation).
 
     Returns:
-        n_tokens · buffers · 2^q · amplitude bytes (buffers = (L − 1)·⌈q/2⌉ + 9 with
-        autograd, 6 without) plus what does not depend on the tokens: the (2^q, 2q) read-out
-        sign matrix and the CNOT-ring index with the transients of building them. Each extra
-        qubit at least doubles it; it is affine in ``n_tokens``.
+        n_tokens · 2^q · (states · amplitude bytes + reals · real bytes), with
+        (states, reals) = (4L + 7, 3) with autograd and (5, 1) without, plus 2^q times what
+        does not depend on the tokens: with autograd the larger of 16 amplitudes + 5q reals
+        + 16 bytes and 2q reals + 32q + 16 bytes, without 4q reals + 56 bytes, plus what
+        grows with neither (qubit-block matrices, 64 KiB for the rest); the module's
+        constants say which buffers these are. Each extra qubit at least doubles all but the
+        last part; it is affine in ``n_tokens``.
     """
     _check_count("n_tokens", n_tokens, 0)
     _check_count("n_qubits", n_qubits, 1)
     _check_count("n_layers", n_layers, 1)
     real_bytes = 8 if dtype == torch.float64 else 4
-    states = 1 << n_qubits
+    amplitude_bytes = 2 * real_bytes
     if requires_grad:
-        buffers = (n_layers - 1) * ((n_qubits + 1) // 2) + _GRAD_BUFFERS
+        complex_buffers = _GRAD_STATES_PER_LAYER * n_layers + _GRAD_STATES
+        real_buffers = _GRAD_REALS
+        # the larger of the two moments' fixed parts with the larger per-token part: affine in
+        # the tokens, and above both moments' totals
+        at_first_layer = (
+            _BACKWARD_COMPLEX_PER_STATE * amplitude_bytes
+            + _BACKWARD_REALS_PER_QUBIT * n_qubits * real_bytes
+            + _RING_BYTES
+        )
+        at_mask_build = (
+            2 * n_qubits * real_bytes + _MASK_BUILD_BYTES_PER_QUBIT * n_qubits + _RING_BYTES
+        )
+        fixed_per_state = max(at_first_layer, at_mask_build)
     else:
-        buffers = _NO_GRAD_BUFFERS
-    per_token = buffers * states * 2 * real_bytes
-    fixed = states * (2 * n_qubits * real_bytes + _FIXED_BYTES_PER_STATE)
-    return n_tokens * per_token + fixed
+        complex_buffers, real_buffers = _NO_GRAD_STATES, _NO_GRAD_REALS
+        fixed_per_state = (
+            _FORWARD_REALS_PER_QUBIT * n_qubits * real_bytes + _RING_BYTES + _RING_BUILD_BYTES
+        )
+    states = 1 << n_qubits
+    per_token = states * (complex_buffers * amplitude_bytes + real_buffers * real_bytes)
+    blocks = -(-n_qubits // 4)  # qrce_shared.block_sizes: ⌈q/4⌉ blocks of ≤ 4 qubits
+    small = _BLOCK_MATRIX_COPIES * n_layers * blocks * 256 * amplitude_bytes + _SMALL_BYTES
+    return n_tokens * per_token + states * fixed_per_state + small
 
 
 def available_memory_bytes(device: torch.device | str | None = None) -> int:

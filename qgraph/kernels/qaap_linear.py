@@ -37,6 +37,7 @@ from qgraph.kernels.qaap import SUCCESS_ATOL, compute_dtype, expand_kv_heads, ke
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
+    "feature_count",
     "linear_form_flops",
     "padding_keys",
     "qaap_linear_attention",
@@ -59,7 +60,7 @@ def _shifts(head_dim: int) -> int:
     return head_dim // 2 + 1
 
 
-def _feature_size(head_dim: int) -> int:
+def feature_count(head_dim: int) -> int:
     """F = d·(⌊d/2⌋ + 1), the features of a head of width d (2112 for d = 64)."""
     return head_dim * _shifts(head_dim)
 
@@ -126,7 +127,7 @@ def _plan(
     about five feature-sized vectors (the features, their gradient, the shifted copies of
     ``_features_vjp``), a state row and a row of intra-chunk scores. Long chunks first (they
     feed the matmuls), then as many heads as fit; a given ``chunk`` is kept, heads fitted."""
-    per_row = (5 * _feature_size(d) + m + _MAX_CHUNK) * itemsize
+    per_row = (5 * feature_count(d) + m + _MAX_CHUNK) * itemsize
     rows = max(1, budget // per_row)
     if chunk is None:
         chunk = min(max(1, length), _MAX_CHUNK, max(_MIN_CHUNK, rows // group))
@@ -188,7 +189,7 @@ def _full_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """No causal mask: one state per head from all keys, then applied to every query."""
     heads, group, n_q, d = q.shape
-    state = q.new_zeros(heads, _feature_size(d), w.shape[-1])
+    state = q.new_zeros(heads, feature_count(d), w.shape[-1])
     for a, b in _spans(k.shape[1], chunk):
         state = state + _features(k[:, a:b], False).transpose(-2, -1) @ w[:, a:b]
     rows = q.reshape(heads, group * n_q, d)  # the G heads of a group are just more queries
@@ -232,7 +233,7 @@ def _causal_forward(
     """Causal: chunk t gets φ(Q_t)·S_{<t} from the keys of earlier chunks plus its own
     masked (q̂·k)² scores; S then takes in chunk t's keys."""
     heads, group, _, d = q.shape
-    state = q.new_zeros(heads, _feature_size(d), w.shape[-1])
+    state = q.new_zeros(heads, feature_count(d), w.shape[-1])
     outs = []
     for a, b in _spans(k.shape[1], chunk):
         qc, kc, wc = q[:, :, a:b], k[:, a:b], w[:, a:b]
@@ -253,7 +254,7 @@ def _causal_backward(
     terms of all three), then backward (∂S_{>t} = Σ_{later chunks} φ(Q)ᵀ∂P: ∂K, ∂W)."""
     heads, group, _, d = q.shape
     spans = _spans(k.shape[1], chunk)
-    state = q.new_zeros(heads, _feature_size(d), w.shape[-1])
+    state = q.new_zeros(heads, feature_count(d), w.shape[-1])
     dq, dk, dw = [], [], []
     for a, b in spans:
         qc, kc, wc, gc = q[:, :, a:b], k[:, a:b], w[:, a:b], grad[:, :, a:b]
@@ -485,7 +486,7 @@ def linear_form_flops(
     2·c·(d + m) per row forward and 2·c·(3d + 2m) backward, for chunk length c (by default the
     one the CPU budget picks, as the kernel does), and its backward rebuilds the states.
     """
-    f, m, d = _feature_size(head_dim), value_dim + 1, head_dim
+    f, m, d = feature_count(head_dim), value_dim + 1, head_dim
     rows = n_queries + n_keys
     total = 2 * f * m * rows + 3 * f * rows
     if backward:

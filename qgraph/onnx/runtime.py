@@ -91,8 +91,10 @@ def _qaap(
     mask: np.ndarray | None,
     is_causal: int,
     site: str,
+    form: str = "auto",
 ) -> np.ndarray:
-    """QAAP of arrays on a backend (a registered name or an instance), without autograd."""
+    """QAAP of arrays on a backend (a registered name or an instance), without autograd.
+    The runnable model's ops carry no ``form`` (their attribute lists are fixed): "auto"."""
     with torch.no_grad():
         out = _backend(backend).qaap(
             _tensor(q),
@@ -103,6 +105,7 @@ def _qaap(
             None,
             0.0,
             site,
+            form=form,
         )
     return out.numpy()
 
@@ -134,7 +137,8 @@ def _run_quantum_node(
     if node.op_type == "QAAP":
         q, k, v, *rest = args
         mask = rest[0] if rest else None
-        return [_qaap(backend, q, k, v, mask, attributes.get("is_causal", 0), site)]
+        causal, form = attributes.get("is_causal", 0), attributes.get("form", "auto")
+        return [_qaap(backend, q, k, v, mask, causal, site, form)]
     token_ids, angle_table, weights = args
     return [_qrce(backend, token_ids, angle_table, weights, attributes["seed"], site)]
 

@@ -49,6 +49,7 @@ COMMON_ATTRIBUTES: dict[str, tuple[Any, str]] = {
 #: attributes of QAAP only
 QAAP_ATTRIBUTES: dict[str, tuple[Any, str]] = {
     "is_causal": (_Type.INT, "1: causal masking on top of the mask input"),
+    "form": (_Type.STRING, "exact backends' closed form: 'auto', 'quadratic' or 'linear'"),
 }
 #: attributes of QRCE only
 QRCE_ATTRIBUTES: dict[str, tuple[Any, str]] = {
@@ -125,10 +126,12 @@ def translation_table() -> dict[Any, Any]:
     register_schemas()
     opset = onnxscript.values.Opset(REVIEW_DOMAIN, OPSET_VERSION)
 
-    def qaap(q, k, v, attn_mask, dropout_keep, is_causal, dropout_p, backend, gradient, site):  # type: ignore[no-untyped-def]
+    def qaap(
+        q, k, v, attn_mask, dropout_keep, is_causal, dropout_p, backend, gradient, site, form="auto"
+    ):  # type: ignore[no-untyped-def]
         if dropout_keep is not None:
             raise ValueError("export the eval-mode graph: attention dropout cannot be exported.")
-        return opset.QAAP(q, k, v, attn_mask, site=site, is_causal=int(is_causal))
+        return opset.QAAP(q, k, v, attn_mask, site=site, is_causal=int(is_causal), form=form)
 
     def qrce(token_ids, angle_table, weights, seed, backend, gradient, site):  # type: ignore[no-untyped-def]
         return opset.QRCE(token_ids, angle_table, weights, site=site, seed=int(seed))

@@ -10,6 +10,9 @@ after the other.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -17,12 +20,26 @@ from typing import Any
 
 import torch
 
-from qgraph.reproduce.arms import ARMS
-from qgraph.reproduce.presets import Preset
+from qgraph.reproduce.arms import ARMS, Arm
+from qgraph.reproduce.presets import PRESETS, Preset
 from qgraph.reproduce.train import EncodedData, build_arm
 
 #: the arms the sweep times (the QRCE arms change no per-length cost: one lookup per token)
-SWEEP_ARMS = ("classical", "qaap")
+SWEEP_ARMS = ("classical", "qaap", "qaap_linear")
+#: sweep-only arms: QAAP forced into one exact form (``qaap`` runs the form "auto" picks)
+FORM_ARMS = {
+    "qaap_linear": dataclasses.replace(
+        ARMS["qaap"],
+        name="qaap_linear",
+        description="QAAP in its linear form (qaap_form='linear'): the same weights",
+        compile_options={**(ARMS["qaap"].compile_options or {}), "qaap_form": "linear"},
+    ),
+}
+
+
+def sweep_arm(name: str) -> Arm:
+    """A sweep arm by name: one of the reproduction's arms or of ``FORM_ARMS``."""
+    return FORM_ARMS[name] if name in FORM_ARMS else ARMS[name]
 
 
 def step_time_sweep(
@@ -49,7 +66,7 @@ def step_time_sweep(
         }
         trained = {}
         for name in arms:
-            module, _ = build_arm(ARMS[name], sized, data, 0, device)
+            module, _ = build_arm(sweep_arm(name), sized, data, 0, device)
             module.train()
             trained[name] = (module, torch.optim.AdamW(module.parameters(), lr=1e-4))
         times: dict[str, list[float]] = {name: [] for name in arms}
@@ -74,3 +91,28 @@ def step_time_sweep(
             for name in arms
         ]
     return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m qgraph.reproduce.sweep``: the sweep alone, its rows printed and saved."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    parser.add_argument("--lengths", default=None, help="comma-separated (default: preset's)")
+    parser.add_argument("--arms", default=",".join(SWEEP_ARMS))
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--json", default=None, help="write the rows here")
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.preset]
+    lengths = [int(n) for n in args.lengths.split(",")] if args.lengths else preset.sweep_lengths
+    rows = step_time_sweep(preset, lengths, arms=args.arms.split(","), steps=args.steps)
+    classical = {r["length"]: r["median_step_s"] for r in rows if r["arm"] == "classical"}
+    for row in rows:
+        ratio = row["median_step_s"] / classical[row["length"]] if classical else float("nan")
+        print(f"{row['length']:>6} {row['arm']:<12} {row['median_step_s']:8.3f} s  {ratio:5.2f}×")
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"preset": preset.name, "rows": rows}, file, indent=1)
+
+
+if __name__ == "__main__":
+    main()
