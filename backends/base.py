@@ -97,8 +97,8 @@ class KernelCounters:
 
     calls: int = 0
     instances: int = 0  # QAAP: batch × head × query rows; QRCE: unique tokens simulated
-    fallback_rows: int = 0  # QAAP rows that fell back to uniform weights
-    empty_rows: int = 0  # QAAP rows with no unmasked key
+    settled_fallback_rows: int = 0  # read ``fallback_rows``: the pending counts are added
+    settled_empty_rows: int = 0  # read ``empty_rows``
     retries: int = 0  # jobs run again after a transient failure (backends/job_policy.py)
     timeouts: int = 0  # jobs that took longer than the policy's timeout
     fallbacks: int = 0  # jobs computed exactly after they kept failing (fallback="exact")
@@ -106,6 +106,37 @@ class KernelCounters:
     # bytes that came back, and one bitstring per shot where the backend computed it (0: not)
     bytes_received: int = 0
     raw_bytes: int = 0
+    # (fallback, empty) row counts as tensors on the computing device, summed lazily: turning
+    # them into ints on every call would make the host wait for the device each time
+    pending_rows: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    def add_qaap_rows(self, fallback: torch.Tensor, empty: torch.Tensor) -> None:
+        """Count one call's fallback and empty QAAP rows (bool tensors) without a sync."""
+        if fallback.device.type == "cpu":  # nothing to wait for: count at once
+            self.settled_fallback_rows += int(fallback.sum())
+            self.settled_empty_rows += int(empty.sum())
+            return
+        counts = torch.stack([fallback.sum(), empty.sum()])
+        self.pending_rows = counts if self.pending_rows is None else self.pending_rows + counts
+
+    def _settle(self) -> None:
+        if self.pending_rows is not None:
+            fallback, empty = self.pending_rows.tolist()
+            self.settled_fallback_rows += int(fallback)
+            self.settled_empty_rows += int(empty)
+            self.pending_rows = None
+
+    @property
+    def fallback_rows(self) -> int:
+        """QAAP rows that fell back to uniform weights (their post-selection never succeeds)."""
+        self._settle()
+        return self.settled_fallback_rows
+
+    @property
+    def empty_rows(self) -> int:
+        """QAAP rows with no unmasked key (output 0)."""
+        self._settle()
+        return self.settled_empty_rows
 
 
 #: records a backend's job log keeps; older ones drop off (``JobLog.total`` still counts them)

@@ -247,8 +247,7 @@ class QuantumFrontEnd(ABC):
         counters = self.stats.site(site)
         counters.calls += 1
         counters.instances += rows
-        counters.fallback_rows += int(fallback.sum())
-        counters.empty_rows += int(empty.sum())
+        counters.add_qaap_rows(fallback, empty)
 
     def _checked_scores(self, rows: QAAPRows, expected: tuple[int, ...], site: str) -> torch.Tensor:
         scores = rows.scores

@@ -237,7 +237,7 @@ def test_qrce_memory_bytes_covers_the_measured_peak(grad: bool) -> None:
     measured = _peak_bytes(shared)
     # a 64-token peak is dozens of 2^12-amplitude states: a measurement that saw nothing is
     # not a pass
-    assert measured > 16 * n_tokens * 2**n_qubits * 8 if grad else measured > 0
+    assert measured > 8 * n_tokens * 2**n_qubits * 8 if grad else measured > 0
     assert measured <= estimate <= 2 * measured
     assert _peak_bytes(per_layer) <= estimate
 

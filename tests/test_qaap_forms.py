@@ -262,3 +262,13 @@ def test_bad_qaap_form_is_refused_at_compile() -> None:
     model, inputs = _tiny_bert()
     with pytest.raises(InputError, match="qaap_form must be one of 'auto', 'quadratic', 'linear'"):
         qgraph.compile(model, (), inputs, policy="all", qaap_form="fast")
+
+
+def test_row_counts_held_on_a_device_settle_when_read() -> None:
+    from qgraph.backends.base import KernelCounters
+
+    counters = KernelCounters()
+    counters.add_qaap_rows(torch.tensor([True, False, True]), torch.tensor([False, True, False]))
+    counters.pending_rows = torch.tensor([3, 1])  # as a CUDA call leaves them: not yet synced
+    assert (counters.fallback_rows, counters.empty_rows) == (5, 2)
+    assert counters.pending_rows is None and counters.fallback_rows == 5

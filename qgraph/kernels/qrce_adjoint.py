@@ -174,13 +174,16 @@ class _AdjointSimulation(torch.autograd.Function):
         gates, _ring, inverse = inputs
         _, states = output
         ctx.mark_non_differentiable(states)
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for the kept states
         ctx.save_for_backward(gates, states, inverse)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(  # type: ignore[override]
-        ctx: Any, grad_probs: torch.Tensor, _grad_states: torch.Tensor
-    ) -> tuple[torch.Tensor, None, None]:
+        ctx: Any, grad_probs: torch.Tensor | None, _grad_states: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, None, None]:
+        if grad_probs is None:
+            return None, None, None
         gates, states, inverse = ctx.saved_tensors
         n_layers = gates.shape[0]
         # p = |ψ|² permuted by the ring: ∂L/∂ψ̄ = 2·(∂L/∂p, un-permuted)·ψ

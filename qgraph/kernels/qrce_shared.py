@@ -255,11 +255,15 @@ class _SharedSimulation(torch.autograd.Function):
         _angles, _weights, _paulis, axes, readout, _ring, inverse = inputs
         _, *kept = output
         ctx.mark_non_differentiable(*kept)
+        # no zero-filled gradients for the 2L + 1 kept states (they would double the peak)
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(axes, readout, inverse, *kept)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_out: torch.Tensor, *_kept: Any) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor | None, *_kept: Any) -> tuple[Any, ...]:  # type: ignore[override]
+        if grad_out is None:
+            return None, None, None, None, None, None, None
         grad_angles, grad_weights = _backward(ctx, grad_out, ctx.saved_tensors)
         return grad_angles, grad_weights, None, None, None, None, None
 
