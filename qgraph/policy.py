@@ -46,9 +46,11 @@ def decide(
     if not site.supported:
         return SiteDecision(reason=f"not supported: {site.support_reason}")
     if site.kind == "embedding" and site.table not in embedding_tables:
+        named = ", ".join(embedding_tables)
+        candidates = f"only {named} tables are" if embedding_tables else "no tables are"
         return SiteDecision(
-            reason=f"{site.table} table: only {', '.join(embedding_tables)} tables are "
-            f"candidates; opt in with embedding_tables=(..., {site.table!r})."
+            reason=f"{site.table} table: {candidates} candidates; opt in with "
+            f"embedding_tables=(..., {site.table!r})."
         )
     if policy == "none":
         return SiteDecision(reason="policy 'none' rewrites nothing.")

@@ -505,6 +505,14 @@ def test_decide_offload_under_policy_all() -> None:
     }
 
 
+def test_decide_offload_names_no_candidate_table_when_there_is_none() -> None:
+    props = _decide_props("all", embedding_tables=())
+    decisions = run_analysis(DecideOffload(), any_graph(), props)["decisions"]
+    assert decisions[2].reason == (
+        "word table: no tables are candidates; opt in with embedding_tables=(..., 'word')."
+    )
+
+
 def test_decide_offload_keeps_the_kept_kinds_classical() -> None:
     props = _decide_props("all", kept_classical={"embedding": "kept"})
     decisions = run_analysis(DecideOffload(), any_graph(), props)["decisions"]

@@ -38,7 +38,7 @@ def test_the_quick_preset_trains_every_arm(tmp_path: Path) -> None:
     markdown = (tmp_path / "results.md").read_text()
     assert all(f"| {arm} |" in markdown for arm in ARMS)
     assert {(r["length"], r["arm"]) for r in results["sweep"]} == {
-        (n, a) for n in (32, 128) for a in ("classical", "qaap")
+        (n, a) for n in (32, 128) for a in ("classical", "qaap", "qaap_linear")
     }
     assert len(results["claims"]) == 7 and "## The paper's claims" in markdown
     assert [p["device"] for p in results["projection"]] == [
