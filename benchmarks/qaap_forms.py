@@ -7,8 +7,10 @@ At batch 1, 12 heads (--quick: 2), head dim 64, float32, for sequence lengths 10
 - ``causal``: ``is_causal=True``.
 Three implementations on the same q, k, v and cotangent C, timing ``out = f(q, k, v)`` then
 ``(out·C).sum().backward()``:
-- ``quadratic``: ``qgraph.kernels.qaap.qaap_attention``, the O(n²) closed form;
-- ``linear``: ``qgraph.kernels.qaap_linear.qaap_linear_attention``, the O(n·d²) form;
+- ``quadratic``: the O(n²) closed form (``qgraph/kernels/qaap_quadratic.py``), and
+- ``linear``: the O(n·d²) form (``qgraph/kernels/qaap_linear.py``), each as the exact backend
+  runs it: ``torch.ops.qgraph.qaap(..., "exact", "autograd", ..., form)``, whose backward is
+  the op's (hand-written for the quadratic form, the linear form's VJP);
 - ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` (softmax attention: not the
   same function, the yardstick for what attention costs on this machine).
 Before timing, the linear form's output and gradients are checked against the closed form at
@@ -60,10 +62,9 @@ import torch
 import torch.nn.functional as F
 from common import parse_args, write_result
 
-from qgraph.kernels.qaap import qaap_attention
+import qgraph.ops  # noqa: F401  (registers torch.ops.qgraph.qaap)
 from qgraph.kernels.qaap_linear import (
     linear_form_flops,
-    qaap_linear_attention,
     quadratic_form_flops,
 )
 
@@ -97,12 +98,11 @@ def make_inputs(n: int, heads: int, seed: int = 0) -> dict[str, torch.Tensor]:
 def forward(form: str, mask: str, t: dict[str, torch.Tensor]) -> torch.Tensor:
     """One form's output on the inputs ``t`` under ``mask``."""
     causal = mask == "causal"
-    if form == "quadratic":
-        return qaap_attention(t["q"], t["k"], t["v"], None if causal else t["mask"], causal)[0]
-    if form == "linear":
-        keep = None if causal else t["key_keep"]
-        return qaap_linear_attention(t["q"], t["k"], t["v"], keep, causal)[0]
     attn_mask = None if causal else t["mask"]
+    if form in ("quadratic", "linear"):  # as the exact backend runs it, backward included
+        return torch.ops.qgraph.qaap(
+            t["q"], t["k"], t["v"], attn_mask, None, causal, 0.0, "exact", "autograd", "bench", form
+        )
     return F.scaled_dot_product_attention(
         t["q"], t["k"], t["v"], attn_mask=attn_mask, is_causal=causal
     )
