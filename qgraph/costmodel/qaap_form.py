@@ -22,13 +22,13 @@ from dataclasses import dataclass
 import torch
 
 from qgraph.costmodel.profiles import DeviceProfile, load
-from qgraph.kernels.qaap import keep_mask
 from qgraph.kernels.qaap_linear import (
     DEFAULT_MEMORY_BUDGET,
     feature_count,
     linear_form_flops,
     quadratic_form_flops,
 )
+from qgraph.kernels.qaap_quadratic import key_only_keep
 
 __all__ = [
     "FORM_SETTINGS",
@@ -224,14 +224,12 @@ def call_mask_kind(
     """
     if attn_mask is None:
         return ("causal" if is_causal else "none"), None, is_causal
-    keep = keep_mask(attn_mask, False, n_queries, n_keys, attn_mask.device)
-    assert keep is not None
-    if keep.dim() < 2:
-        keep = keep.unsqueeze(0)
-    first = keep[..., :1, :]
-    if keep.shape[-2] == 1 or keep.stride(-2) == 0 or torch.equal(keep, first.expand_as(keep)):
-        return ("causal+padding" if is_causal else "padding"), first.squeeze(-2), is_causal
+    key_only, keep = key_only_keep(attn_mask, False, n_queries, n_keys, attn_mask.device)
+    if key_only:
+        assert keep is not None
+        return ("causal+padding" if is_causal else "padding"), keep.squeeze(-2), is_causal
     if not is_causal and n_queries == n_keys:
+        assert keep is not None
         last = keep[..., -1:, :]
         tril = torch.ones(n_queries, n_keys, dtype=torch.bool, device=keep.device).tril()
         if torch.equal(keep, (tril & last).expand_as(keep)):

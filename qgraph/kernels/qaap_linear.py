@@ -33,7 +33,8 @@ from typing import Any
 import torch
 
 from qgraph.errors import InputError
-from qgraph.kernels.qaap import SUCCESS_ATOL, compute_dtype, expand_kv_heads, keep_mask
+from qgraph.kernels.qaap import SUCCESS_ATOL, compute_dtype, expand_kv_heads
+from qgraph.kernels.qaap_quadratic import key_only_keep
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -308,11 +309,10 @@ def padding_keys(attn_mask: torch.Tensor, n_queries: int, n_keys: int) -> torch.
             f"padding_keys: attn_mask has {attn_mask.shape[-1]} key columns for {n_keys} keys; "
             f"pass SDPA's mask, e.g. (B, 1, 1, Sk) or (B, 1, Sq, Sk)."
         )
-    keep = keep_mask(attn_mask, False, n_queries, n_keys, attn_mask.device)
-    assert keep is not None
-    first = keep[..., :1, :]
-    if keep.shape[-2] > 1 and not torch.equal(keep, first.expand_as(keep)):
+    key_only, first = key_only_keep(attn_mask, False, n_queries, n_keys, attn_mask.device)
+    if not key_only:
         return None
+    assert first is not None
     return first.squeeze(-2).expand(*first.shape[:-2], n_keys)
 
 

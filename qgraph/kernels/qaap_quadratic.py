@@ -32,25 +32,32 @@ __all__ = ["key_only_keep", "quadratic_attention", "quadratic_attention_backward
 
 
 def key_only_keep(
-    attn_mask: torch.Tensor | None, is_causal: bool, n_queries: int, n_keys: int
+    attn_mask: torch.Tensor | None,
+    is_causal: bool,
+    n_queries: int,
+    n_keys: int,
+    device: torch.device,
 ) -> tuple[bool, torch.Tensor | None]:
-    """Whether the mask depends on the key only, and then its keep mask (..., 1, Sk).
+    """Whether the mask depends on the key only, and the keep mask: (..., 1, Sk) when it
+    does (None: no mask), else the whole keep mask of ``keep_mask`` (causal included).
 
-    True with None: no mask. A mask broadcast over the queries (size or stride 0 along Sq) is
-    read from its first query row; a materialised one (Hugging Face's (B, 1, Sq, Sk) padding
-    masks) is key-only when all its rows are equal, one pass over a bool tensor.
+    A mask broadcast over the queries (size or stride 0 along Sq) is read from its first
+    query row; a materialised one (Hugging Face's (B, 1, Sq, Sk) padding masks) is key-only
+    when all its rows are equal, one pass over a bool tensor.
     """
     if is_causal:  # top-left aligned: query i sees keys 0..i, whatever Sk is
-        return False, None
+        return False, keep_mask(attn_mask, True, n_queries, n_keys, device)
     if attn_mask is None:
         return True, None
     mask = attn_mask if attn_mask.dim() >= 2 else attn_mask.unsqueeze(0)
     if mask.shape[-2] == 1 or mask.stride(-2) == 0:
-        return True, keep_mask(mask[..., :1, :], False, 1, n_keys, mask.device)
-    keep = keep_mask(mask, False, n_queries, n_keys, mask.device)
+        return True, keep_mask(mask[..., :1, :], False, 1, n_keys, device)
+    keep = keep_mask(mask, False, n_queries, n_keys, device)
     assert keep is not None
     first = keep[..., :1, :]
-    return (True, first) if torch.equal(keep, first.expand_as(keep)) else (False, None)
+    if torch.equal(keep, first.expand_as(keep)):
+        return True, first
+    return False, keep
 
 
 @dataclass
@@ -82,10 +89,8 @@ def _closed_form(
     qf = q.to(work)
     keys = expand_kv_heads(k.to(work), n_heads)
     values = expand_kv_heads(v.to(work), n_heads)
-    key_only, keep = key_only_keep(attn_mask, is_causal, n_q, n_k)
-    if not key_only:
-        keep = keep_mask(attn_mask, is_causal, n_q, n_k, q.device)
-    elif keep is not None:
+    key_only, keep = key_only_keep(attn_mask, is_causal, n_q, n_k, q.device)
+    if key_only and keep is not None:
         keys = keys.masked_fill(~keep.mT, 0.0)  # masked keys: zero amplitude, zero score
     q_norm = qf.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(work).tiny)
     q_hat = qf / q_norm
