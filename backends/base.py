@@ -89,6 +89,9 @@ class ExecutionRecord:
     # "failed" (given up); "fallback": the policy's fallback computed the call instead
     outcome: str = "done"
     timed_out: bool = False  # the attempt outlived the policy's timeout_s
+    # where the job ran when a backend spreads one call over several: a QPU's name, a Dask
+    # worker's address; None: the backend's one device
+    device: str | None = None
 
 
 @dataclass

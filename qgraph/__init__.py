@@ -14,6 +14,7 @@ import qgraph.ops  # noqa: F401  (registers torch.ops.qgraph.*)
 from qgraph.api import CompiledModule, compile, devices, explain
 from qgraph.atomic import atomic_backward
 from qgraph.backends.job_policy import JobFailedError, JobPolicy
+from qgraph.distributed import data_parallel
 from qgraph.errors import CaptureError, InputError, PolicyError, QGraphError, UnknownBackendError
 from qgraph.persist import load, save
 from qgraph.report import Report
@@ -42,6 +43,7 @@ __all__ = [
     "__version__",
     "atomic_backward",
     "compile",
+    "data_parallel",
     "devices",
     "explain",
     "export_onnx",

@@ -47,6 +47,7 @@ from qgraph.policy import PolicyLike
 from qgraph.records import load_layer_states, module_record, rebuild_options
 from qgraph.report import Report
 from qgraph.settings import DEFAULT_MAX_CAPTURES, CompileSettings, compile_settings
+from qgraph.sharding import refuse_sharded
 from qgraph.site import Site
 
 if TYPE_CHECKING:
@@ -257,6 +258,7 @@ class CompiledModule(nn.Module):
         return self._call(args, kwargs)
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        refuse_sharded(self)  # FSDP would train stale copies of the parameters
         if not self.report.quantum_sites:
             return self.run_original(*args, **kwargs)
         call = self.bind(args, kwargs)

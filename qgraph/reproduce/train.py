@@ -4,6 +4,14 @@ epoch, metrics as JSON lines while it runs, checkpoints, and resume after a kill
 A resumed run ends with the same metrics as an uninterrupted one on the exact backend: the
 checkpoint holds the trainable state, the optimiser and schedule, the step, and the random
 states (dropout), and the batch order is a function of (seed, epoch).
+
+Under ``torchrun`` (a process group of more than one rank) an arm trains data-parallel: each
+rank takes its share of every global batch, the module is wrapped by
+``qgraph.data_parallel`` (or DDP for the classical arms), and each rank's loss is weighted
+by its share of the rows, so the averaged gradient is that of the global batch's mean loss
+even when the batch does not split evenly. Rank 0 evaluates, logs, checkpoints and writes
+the result; every rank reads the checkpoint on resume. ``python -m
+qgraph.reproduce.data_parallel`` is the entry point (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -241,6 +250,33 @@ def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     partial.replace(path)  # a kill mid-write leaves the previous checkpoint whole
 
 
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the process group, (0, 1) outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _data_parallel(module: nn.Module, world: int) -> nn.Module:
+    """The module the training steps call: ``module`` itself, or its data-parallel wrapper."""
+    if world == 1:
+        return module
+    if isinstance(module, qgraph.CompiledModule):
+        return qgraph.data_parallel(module)
+    return nn.parallel.DistributedDataParallel(module)
+
+
+def _my_rows(batch: dict[str, torch.Tensor], rank: int, world: int) -> tuple[slice, float]:
+    """This rank's rows of a global batch and the weight of its mean loss: its share of the
+    rows × world, so the ranks' averaged gradients are the global mean loss's. A batch with
+    fewer rows than ranks is given whole to every rank (weight 1: the same gradient)."""
+    rows = len(batch["labels"])
+    if rows < world:
+        return slice(0, rows), 1.0
+    start, stop = rows * rank // world, rows * (rank + 1) // world
+    return slice(start, stop), (stop - start) * world / rows
+
+
 def _quantum_calls(module: nn.Module) -> int:
     if not isinstance(module, qgraph.CompiledModule):
         return 0
@@ -265,9 +301,13 @@ def train_arm(
     checkpoint of the last ``checkpoint_every`` boundary: the tests resume from it.
     """
 
+    rank, world = _world()
+    lead = rank == 0  # the rank that evaluates, logs, checkpoints and writes the result
     folder.mkdir(parents=True, exist_ok=True)
     module, notes = build_arm(arm, preset, data, seed, device)
     module.train()
+    if world > 1:
+        notes.append(f"data-parallel over {world} ranks (rank 0's figures)")
     run = ArmRun(arm.name, seed, notes=notes)
     run.parameters = sum(p.numel() for p in module.parameters() if p.requires_grad)
     optimizer = torch.optim.AdamW(parameter_groups(module, preset), lr=preset.lr)
@@ -279,6 +319,8 @@ def train_arm(
     metrics_path, checkpoint_path = folder / METRICS, folder / CHECKPOINT
 
     def log(record: dict[str, Any]) -> None:
+        if not lead:
+            return
         with metrics_path.open("a") as handle:
             handle.write(json.dumps({"arm": arm.name, "seed": seed, **record}) + "\n")
 
@@ -291,11 +333,13 @@ def train_arm(
         random.setstate(saved["rng"]["python"])
         step, wall = saved["step"], saved["wall_s"]
         run.accuracy, run.step_s = saved["accuracy"], saved["step_s"]
-        lines = metrics_path.read_text().splitlines()[: saved["metric_lines"]]
-        metrics_path.write_text("".join(line + "\n" for line in lines))
+        if lead:
+            lines = metrics_path.read_text().splitlines()[: saved["metric_lines"]]
+            metrics_path.write_text("".join(line + "\n" for line in lines))
         run.notes.append(f"resumed at step {step}")
     else:
-        metrics_path.write_text("")
+        if lead:
+            metrics_path.write_text("")
         torch.manual_seed(seed)
         if preset.distill_steps and arm.compile_options is not None:
             teacher = build_model(preset, data, seed).to(device)
@@ -317,6 +361,8 @@ def train_arm(
             torch.manual_seed(seed)
 
     def checkpoint() -> None:
+        if not lead:
+            return
         _save_checkpoint(
             checkpoint_path,
             {
@@ -332,11 +378,14 @@ def train_arm(
             },
         )
 
+    # wrapped after any resume or distillation changed the parameters: DDP starts every rank
+    # from rank 0's
+    stepped = _data_parallel(module, world)
     bar = tqdm(
         total=total_steps,
         initial=step,
         desc=f"{arm.name} seed {seed}",
-        disable=not progress,
+        disable=not progress or not lead,
         leave=False,
     )
     taken = 0
@@ -355,13 +404,14 @@ def train_arm(
                 bar.close()
                 return run
             start = time.perf_counter()
-            output = module(
-                input_ids=batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-                labels=batch["labels"].to(device),
+            rows, weight = _my_rows(batch, rank, world)
+            output = stepped(
+                input_ids=batch["input_ids"][rows].to(device),
+                attention_mask=batch["attention_mask"][rows].to(device),
+                labels=batch["labels"][rows].to(device),
             )
             optimizer.zero_grad(set_to_none=True)
-            output.loss.backward()
+            (output.loss * weight if weight != 1.0 else output.loss).backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), preset.clip)
             optimizer.step()
             scheduler.step()
@@ -387,7 +437,7 @@ def train_arm(
                         "wall_s": wall,
                     }
                 )
-            if step % steps_per_epoch == 0:
+            if step % steps_per_epoch == 0 and lead:
                 run.accuracy.append(evaluate(module, data, preset, device))
                 log(
                     {
@@ -405,5 +455,6 @@ def train_arm(
     run.quantum_calls = _quantum_calls(module)
     if isinstance(module, qgraph.CompiledModule):
         run.captures = len(module.captures)
-    (folder / RESULT).write_text(json.dumps(run.summary(), indent=2) + "\n")
+    if lead:
+        (folder / RESULT).write_text(json.dumps(run.summary(), indent=2) + "\n")
     return run
