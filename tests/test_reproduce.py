@@ -48,6 +48,8 @@ def test_the_quick_preset_trains_every_arm(tmp_path: Path) -> None:
         "ideal_ft",
     ]
     assert all(p["quantum_s_per_step"] > 0 for p in results["projection"] if p["supported"])
+    assert {r["qpus"] for r in results["scale"]["rows"]} == {1, 2, 4, 8, 16}
+    assert "## Scale-out projection (cost model)" in markdown
     assert "## The hybrid on quantum hardware (cost model)" in markdown
     # the shot sweep evaluates the trained QAAP weights at every shot count
     shots = results["noise"]["shots"]

@@ -25,7 +25,8 @@ from qgraph.reproduce.arms import ARMS, check_arms
 from qgraph.reproduce.claims import claims_table
 from qgraph.reproduce.noise import noisy_aer_lengths, shot_sweep
 from qgraph.reproduce.presets import PRESETS, Preset, get_preset
-from qgraph.reproduce.projection import project
+from qgraph.reproduce.projection import cost_hybrid, project
+from qgraph.reproduce.scale import project_scale
 from qgraph.reproduce.sweep import step_time_sweep
 from qgraph.reproduce.tables import results_markdown, summarise
 from qgraph.reproduce.train import RESULT, EncodedData, train_arm
@@ -125,7 +126,10 @@ def reproduce(
     classical = [r for r in runs if r["arm"] == "classical"]
     if classical:
         classical_step = statistics.median(r["median_step_s"] for r in classical)
-        results["projection"] = project(chosen, encoded, classical_step, classical[0]["steps"])
+        steps = classical[0]["steps"]
+        costing = cost_hybrid(chosen, encoded)
+        results["projection"] = project(chosen, encoded, classical_step, steps, costing=costing)
+        results["scale"] = project_scale(chosen, encoded, classical_step, steps, costing=costing)
         results["classical_step_s"] = classical_step
     results["claims"] = claims_table(results)
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")

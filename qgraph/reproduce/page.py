@@ -16,6 +16,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from qgraph.reproduce.scale_tables import scale_notes, scale_summary, scale_table_rows
 from qgraph.reproduce.tables import results_table_rows, spread_note
 from qgraph.reproduce.train import METRICS
 from qgraph.review.plots import to_svg
@@ -183,6 +184,50 @@ def _aer_figure(aer: dict[str, Any]) -> str:
     return to_svg(fig, "aer", "QAAP attention error on noisy Aer against length")
 
 
+#: line colours of the scale figure, one per projection device
+DEVICE_COLORS = {
+    "ibm_heron_r2": "#41618c",
+    "ibm_heron_r3": "#2c8c5a",
+    "ionq_aria": "#b4610d",
+    "ideal_ft": "#9c2f7d",
+}
+
+
+def scale_figure(scale: dict[str, Any]) -> str:
+    """Step time against N QPUs, one line per device, at the fewest workers (solid) and
+    the most (dashed); log axes. An inline ``<svg>`` string (needs matplotlib)."""
+    fig = Figure(figsize=(7.0, 3.4), layout="constrained")
+    ax = fig.subplots()
+    ax.spines[["top", "right"]].set_visible(False)
+    fewest, most = scale["workers"][0], scale["workers"][-1]
+    for device in scale["devices"]:
+        styles = [(fewest, "-", "o")] + ([(most, "--", "x")] if most != fewest else [])
+        for m, style, marker in styles:
+            rows = [
+                r
+                for r in scale["rows"]
+                if r["device"] == device and r["workers"] == m and r["supported"]
+            ]
+            if not rows:
+                continue
+            ax.plot(
+                [r["qpus"] for r in rows],
+                [r["step_s"] for r in rows],
+                style,
+                marker=marker,
+                color=DEVICE_COLORS.get(device),
+                label=f"{device}, {m} worker{'s' if m > 1 else ''}",
+            )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(scale["qpus"], [str(n) for n in scale["qpus"]])
+    ax.set_yscale("log")
+    ax.set_xlabel("QPUs")
+    ax.set_ylabel("projected training step (s)")
+    # beside the axes: the lines fill the plot from corner to corner
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return to_svg(fig, "scale", "projected training step against the number of QPUs")
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -266,6 +311,27 @@ def render_page(results: dict[str, Any], folder: Path) -> str:
                     f"and {aer['shots']} shots, against the exact kernel; head dimension "
                     f"{aer['head_dim']}.",
                 ),
+            )
+        )
+    scale = results.get("scale")
+    if scale:
+        parts.append(
+            _section(
+                "Scale-out projection",
+                f"<p>{_e(' '.join(scale_notes(scale)))}</p>",
+                "<ul>" + "".join(f"<li>{_e(s)}</li>" for s in scale_summary(scale)) + "</ul>",
+                _figure_html(
+                    scale_figure(scale),
+                    "The cost model's training step of the hybrid against the QPUs its "
+                    f"circuits are spread over, at {scale['workers'][0]} classical worker(s)"
+                    + (
+                        f" and at {scale['workers'][-1]} (dashed)"
+                        if len(scale["workers"]) > 1
+                        else ""
+                    )
+                    + "; log axes.",
+                ),
+                _table(*scale_table_rows(scale)),
             )
         )
     claims = results.get("claims") or []

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 import qgraph
+from qgraph.costmodel.results import Estimate
 from qgraph.reproduce.arms import ARMS
 from qgraph.reproduce.presets import Preset
 from qgraph.reproduce.train import EncodedData, build_model
@@ -25,14 +27,31 @@ from qgraph.reproduce.train import EncodedData, build_model
 PROJECTION_DEVICES = ("ibm_heron_r2", "ibm_heron_r3", "ionq_aria", "ideal_ft")
 
 
-def project(
-    preset: Preset,
-    data: EncodedData,
-    classical_step_s: float,
-    run_steps: int,
-    devices: tuple[str, ...] = PROJECTION_DEVICES,
-) -> list[dict[str, Any]]:
-    """One row per device: projected step and run time, fidelity and money of the hybrid."""
+@dataclass(frozen=True)
+class HybridCosting:
+    """The hybrid arm's model compiled at the preset's batch and the training data's median
+    length, and what the cost model says about its offloaded sites."""
+
+    batch: int
+    length: int
+    #: device → one estimate per offloaded site, in the report's order
+    estimates: dict[str, list[Estimate]]
+    #: the offloaded regions' classical (roofline) time, forward and backward
+    classical_regions_s: float
+    #: bytes of the trainable parameters' gradients (what data-parallel training reduces)
+    gradient_bytes: int
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The devices costed, in order."""
+        return tuple(self.estimates)
+
+
+def cost_hybrid(
+    preset: Preset, data: EncodedData, devices: tuple[str, ...] = PROJECTION_DEVICES
+) -> HybridCosting:
+    """Compile the hybrid arm's model (batch ≥ 2, the median training length ≥ 2, random ids
+    seeded 0) with every offloaded site costed on ``devices``."""
     length = max(2, int(statistics.median(len(ids) for ids in data.train_ids)))
     batch = max(2, preset.batch_size)
     generator = torch.Generator().manual_seed(0)
@@ -50,23 +69,51 @@ def project(
         **options,
     )
     offloaded = compiled.report.quantum_sites
-    classical_regions_s = sum(site.classical_s or 0.0 for site in offloaded)
+    return HybridCosting(
+        batch=batch,
+        length=length,
+        estimates={
+            device: [compiled.site_costs[site.key].quantum[device] for site in offloaded]
+            for device in devices
+        },
+        classical_regions_s=sum(site.classical_s or 0.0 for site in offloaded),
+        gradient_bytes=sum(
+            p.numel() * p.element_size() for p in compiled.parameters() if p.requires_grad
+        ),
+    )
+
+
+def project(
+    preset: Preset,
+    data: EncodedData,
+    classical_step_s: float,
+    run_steps: int,
+    devices: tuple[str, ...] = PROJECTION_DEVICES,
+    costing: HybridCosting | None = None,
+) -> list[dict[str, Any]]:
+    """One row per device: projected step and run time, fidelity and money of the hybrid.
+    ``costing``: a :func:`cost_hybrid` already computed (then ``devices`` is its devices)."""
+    if costing is None:
+        costing = cost_hybrid(preset, data, devices)
     rows = []
-    for device in devices:
-        estimates = [compiled.site_costs[site.key].quantum[device] for site in offloaded]
+    for device, estimates in costing.estimates.items():
         supported = all(e.supported for e in estimates)
         quantum_s = sum(e.time_s or 0.0 for e in estimates) if supported else None
         fidelities = [e.fidelity for e in estimates if e.fidelity is not None]
-        step_s = None if quantum_s is None else classical_step_s - classical_regions_s + quantum_s
+        step_s = (
+            None
+            if quantum_s is None
+            else classical_step_s - costing.classical_regions_s + quantum_s
+        )
         money = [e.money_usd for e in estimates if e.money_usd is not None]
         rows.append(
             {
                 "device": device,
                 "supported": supported,
                 "reason": "; ".join(sorted({e.reason for e in estimates if not e.supported})),
-                "batch": batch,
-                "length": length,
-                "quantum_sites": len(offloaded),
+                "batch": costing.batch,
+                "length": costing.length,
+                "quantum_sites": len(estimates),
                 "quantum_s_per_step": quantum_s,
                 "step_s": step_s,
                 "step_vs_classical": None if step_s is None else step_s / classical_step_s,

@@ -8,6 +8,7 @@ from typing import Any
 from qgraph.reproduce.claims import claims_markdown
 from qgraph.reproduce.noise import noise_markdown
 from qgraph.reproduce.projection import projection_markdown
+from qgraph.reproduce.scale_tables import scale_markdown
 
 __all__ = ["results_markdown", "results_table_rows", "spread_note", "summarise"]
 
@@ -139,5 +140,8 @@ def results_markdown(results: dict[str, Any]) -> str:
     if results.get("projection"):
         lines += ["", "## The hybrid on quantum hardware (cost model)", ""]
         lines += [projection_markdown(results["projection"], results["classical_step_s"])]
+    if results.get("scale"):
+        lines += ["", "## Scale-out projection (cost model)", ""]
+        lines += [scale_markdown(results["scale"])]
     lines += ["", "## The paper's claims", "", claims_markdown(results["claims"])]
     return "\n".join(lines) + "\n"
