@@ -24,23 +24,12 @@ API used (qiskit-ibm-runtime 0.51, read from the installed package):
   ``AccountManager.get``/``_from_env_variables``). This module never takes a token argument.
 
 How kernels run: each op call is one primitive run (one job; more only when the call exceeds
-``max_circuits_per_job``, then the chunks are submitted together and collected after).
+``max_circuits_per_job``, then the chunks are submitted together and collected after). The
+templates, pubs and read-out of each kernel are in ``ibm_circuits``.
 
-* QRCE: ``qgraph.circuits.qrce.qrce_template`` + ``measure_all``, transpiled once per
-  structure and cached; every unique token of the call is one row of the parameter array of
-  a single pub. ⟨Z_i⟩ and ⟨Z_i Z_{i+1}⟩ are shot averages of ±1 bit values.
-* QRCE gradient ("parameter-shift"): a per-layer template (α of qubit i in layer l is its own
-  parameter, so shifted circuits can move one layer's α), driven by
-  ``qgraph.kernels.parameter_shift.token_parameter_shift``; all shifted circuits of a call
-  in one job.
-* QAAP: ``qgraph.circuits.templates.qaap_template(a, b)`` + ``measure_all``, transpiled once
-  per register shape and cached (the data enter as rotation-tree angles); every
-  (batch, head, query) instance of the call is one row of the parameter array of a single
-  pub (``qaap_parameters``). Post-selection keeps shots with feature register (low b bits)
-  = 0 and an index that is an unmasked key; noise outcomes on padded or masked keys are
-  discarded, so QAAP never attends to a masked key. Rows with no kept shot fall back to
-  uniform weights over the unmasked keys (counted), like the closed form does for rows that
-  cannot post-select.
+Several devices (``device=("fake_fez", "fake_torino")``): each call's rows are chunked and
+spread over them, one queue per device; how, and how a call's jobs are cancelled, is in
+``ibm_jobs`` (which also validates the device names).
 
 Secrets: the token lives only inside ``QiskitRuntimeService``. Every call into the service or
 a primitive runs through ``IBMBackend._call``: exception text is scrubbed (token → ``***``)
@@ -48,51 +37,34 @@ and re-raised as ``IBMRuntimeError`` without the original exception chained, and
 created meanwhile (any logger) are scrubbed too. ``repr`` shows device, mode and shots only, and
 pickling drops the service.
 
-Cancellation: every job submitted and not yet collected is tracked per site (under a lock,
-from submission until its result came back or the call ended for any reason).
-``cancel_running(site)`` calls ``cancel()`` on the tracked jobs of a site (every site: None)
-through ``_call``: a ``RuntimeJobV2`` tells IBM Quantum to stop it and raises
-``RuntimeInvalidStateError`` when it is past cancelling; a local testing mode job
-(``LocalRuntimeJob``, a qiskit ``PrimitiveJob``) returns False once it runs or is done. Those
-are skipped (logged at debug level); the count says how many cancels went through. The job
-policy calls it on a timeout and on Ctrl-C, and when anything interrupts a call (a failed
-job, Ctrl-C while it waits for a result), ``_sample`` cancels that call's uncollected jobs
-before it re-raises. A thread abandoned on a timeout then ends with its cancelled job's error.
+Cancellation: ``cancel_running(site)`` cancels the jobs of a site not yet collected (see
+``ibm_jobs``); a call that is interrupted cancels its own before it re-raises.
+
+Seeds: ``seed`` seeds the transpiler and, in local testing mode, the simulator;
+``reseed(seed)`` restarts both as if the backend were made with that seed (data-parallel
+ranks: ``qgraph.distributed.seed_for_rank``).
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
 from functools import partial
 from typing import Any, Literal, TypeVar
 
 import numpy as np
-import torch
 from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
 from qiskit.transpiler import generate_preset_pass_manager
 from qiskit_ibm_runtime.executor_sampler import Sampler
 
-from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
-from qgraph.backends.frontend import QAAPRows, QuantumFrontEnd
+from qgraph.backends.base import BackendStats, Capabilities
+from qgraph.backends.ibm_circuits import IBMCircuitRows
+from qgraph.backends.ibm_jobs import DeviceJobs, Pub, device_names
 from qgraph.backends.ibm_secrets import TOKEN_ENV
 from qgraph.backends.ibm_session import FAKE_PREFIX, IBMRuntimeError, RuntimeSession
-from qgraph.backends.qiskit_shared import (
-    bit_array_bits,
-    fake_backend,
-    fake_backend_names,
-    job_chunks,
-    z_features,
-)
-from qgraph.backends.running_jobs import RunningJobs, cancel_jobs
-from qgraph.circuits.qaap import qaap_registers
-from qgraph.circuits.qrce import qrce_template
-from qgraph.circuits.templates import qaap_parameters, qaap_template, qrce_layer_template
-from qgraph.kernels.qrce import QRCEStructure
+from qgraph.backends.qiskit_shared import RowRange, fake_backend, fake_backend_names, job_chunks
+from qgraph.backends.running_jobs import DeviceQueues, RunningJobs, cancel_jobs
 
 __all__ = [
     "MAX_EXECUTIONS_PER_JOB",
@@ -102,8 +74,6 @@ __all__ = [
     "IBMRuntimeError",
     "fake_backend_names",
 ]
-
-logger = logging.getLogger(__name__)
 
 Mode = Literal["job", "batch", "session"]
 #: execution modes of IBM Quantum (job: one job at a time; batch: independent jobs
@@ -117,36 +87,22 @@ MAX_EXECUTIONS_PER_JOB = 10_000_000
 _T = TypeVar("_T")
 
 
-# --------------------------------------------------------------------------- circuits
-
-
-def _queue_seconds(job: Any) -> float | None:
-    """Queue time from the job's metrics (``timestamps.created`` → ``running``), if any."""
-    try:
-        stamps = job.metrics().get("timestamps") or {}
-        created, running = stamps.get("created"), stamps.get("running")
-        if not created or not running:
-            return None
-        start = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-        run = datetime.fromisoformat(str(running).replace("Z", "+00:00"))
-        return max(0.0, (run - start).total_seconds())
-    except Exception:
-        return None
-
-
 # --------------------------------------------------------------------------- the backend
 
 
-class IBMBackend(QuantumFrontEnd):
+class IBMBackend(IBMCircuitRows):
     """QAAP and QRCE on IBM Quantum hardware, or on a fake backend in local testing mode.
 
     Args:
         device: an IBM device name ("ibm_fez", …; needs an account) or a fake backend name
-            ("fake_fez", "fake_santiago", …: local testing mode, no account, no network).
+            ("fake_fez", "fake_santiago", …: local testing mode, no account, no network); or
+            a sequence of distinct names, all fake or all real: each call's rows are spread
+            over those devices (see ``ibm_jobs``), and ``max_qubits`` is the
+            smallest device's.
         mode: "job", "batch" (default) or "session" (sessions are not on the Open plan).
         shots: shots per circuit.
         seed: seeds the transpiler and, in local testing mode, the simulator (each job draws
-            its simulator seed from ``numpy.random.default_rng(seed)``).
+            its simulator seed from ``numpy.random.default_rng(seed)``, in chunk order).
         channel, instance, account_name: passed to ``QiskitRuntimeService`` (channel, CRN,
             saved-account name); the token comes from ``QISKIT_IBM_TOKEN`` or the saved
             account. Nothing connects before the first kernel call.
@@ -158,7 +114,7 @@ class IBMBackend(QuantumFrontEnd):
 
     def __init__(
         self,
-        device: str = "ibm_fez",
+        device: str | Sequence[str] = "ibm_fez",
         mode: Mode = "batch",
         shots: int = 1024,
         seed: int | None = None,
@@ -169,8 +125,7 @@ class IBMBackend(QuantumFrontEnd):
         optimization_level: int = 1,
         max_circuits_per_job: int | None = None,
     ) -> None:
-        if not isinstance(device, str) or not device:
-            raise ValueError(f"IBMBackend: device must be a device name; got {device!r}.")
+        devices = device_names(device)
         if mode not in MODES:
             raise ValueError(
                 f"IBMBackend: unknown execution mode {mode!r}; use one of {list(MODES)}."
@@ -201,39 +156,49 @@ class IBMBackend(QuantumFrontEnd):
                 )
             per_job = max_circuits_per_job
 
-        self.device = device
+        #: every device, in the order given (ties in the per-device queue go to the first)
+        self.devices: tuple[str, ...] = devices
+        #: the device name, or the tuple of names when there are several
+        self.device: str | tuple[str, ...] = devices[0] if len(devices) == 1 else devices
         self.mode: Mode = mode
         self.shots = int(shots)
         self.seed = seed
         self.optimization_level = optimization_level
-        self.local = device.startswith(FAKE_PREFIX)
+        self.local = devices[0].startswith(FAKE_PREFIX)  # all or none are fakes
         self._max_circuits_per_job = per_job
         self._rng = np.random.default_rng(seed)
         self.stats = BackendStats()
-        self._session = RuntimeSession(device, mode, channel, instance, account_name)
-        self._pass_manager: Any = None
+        self._sessions = {
+            name: RuntimeSession(name, mode, channel, instance, account_name) for name in devices
+        }
+        self._pass_managers: dict[str, Any] = {}
+        # (*template key, device) -> (ISA circuit, alpha, theta): ISA circuits are per device
         self._isa_cache: dict[tuple[Any, ...], tuple[QuantumCircuit, Any, Any]] = {}
         self._capabilities: Capabilities | None = None
         self._running = RunningJobs()  # jobs submitted and not yet collected, per site
+        self._queues = DeviceQueues(devices)  # circuits outstanding per device
 
     # ------------------------------------------------------------------ description
 
     def __repr__(self) -> str:
+        # one device: its name as before; several: the tuple of every name
         return f"IBMBackend(device={self.device!r}, mode={self.mode!r}, shots={self.shots})"
 
     __str__ = __repr__
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_pass_manager"] = None  # the session drops its own connection state
+        state["_pass_managers"] = {}  # each session drops its own connection state
         return state
 
     @property
     def capabilities(self) -> Capabilities:
-        """What this backend can do; ``max_qubits`` is the device's qubit count.
+        """What this backend can do; ``max_qubits`` is the device's qubit count (with several
+        devices, the smallest's).
 
         Before a real device is connected, its count comes from the fake snapshot of the
-        same name in qiskit-ibm-runtime ("ibm_fez" → "fake_fez") when there is one, else None.
+        same name in qiskit-ibm-runtime ("ibm_fez" → "fake_fez") when there is one; a device
+        with neither does not count, and None means no device's count is known.
         """
         if self._capabilities is None:
             self._capabilities = Capabilities(
@@ -250,35 +215,74 @@ class IBMBackend(QuantumFrontEnd):
         self._capabilities = value
 
     def _known_qubits(self) -> int | None:
-        if self._session.connected is not None:
-            return int(self._session.connected.num_qubits)
-        snapshot = FAKE_PREFIX + self.device.removeprefix("ibm_")
+        counts = [n for n in map(self._device_qubits, self.devices) if n is not None]
+        return min(counts) if counts else None
+
+    def _device_qubits(self, device: str) -> int | None:
+        """``device``'s qubit count: connected, else its fake snapshot's, else None."""
+        connected = self._sessions[device].connected
+        if connected is not None:
+            return int(connected.num_qubits)
+        snapshot = FAKE_PREFIX + device.removeprefix("ibm_")
         if snapshot in fake_backend_names():
             return int(fake_backend(snapshot).num_qubits)
         return None
 
+    def reseed(self, seed: int | None = None) -> None:
+        """Restart from ``seed`` (default: the current one) as if the backend were made with
+        it: the generator of the simulator seeds (local testing mode) starts again, and a new
+        seed also drops the circuits transpiled with the old one (``seed_transpiler``).
+
+        Jobs already submitted keep their seeds. ``qgraph.distributed.seed_for_rank`` calls
+        it to give each data-parallel rank its own stream.
+        """
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise ValueError(
+                    f"IBMBackend.reseed: seed must be an int (None: restart from the current "
+                    f"seed {self.seed!r}); got {seed!r}."
+                )
+            if seed != self.seed:
+                self._pass_managers.clear()
+                self._isa_cache.clear()
+            self.seed = seed
+        self._rng = np.random.default_rng(self.seed)
+
     # ------------------------------------------------------------------ connection
 
-    def _call(self, what: str, function: Callable[[], _T]) -> _T:
-        """A qiskit-ibm-runtime call with scrubbed logs (``RuntimeSession.call``)."""
-        return self._session.call(what, function)
+    def _call(self, what: str, function: Callable[[], _T], device: str | None = None) -> _T:
+        """A qiskit-ibm-runtime call for ``device`` (None: the first) with scrubbed logs
+        (``RuntimeSession.call``)."""
+        return self._sessions[device or self.devices[0]].call(what, function)
 
-    def _backend(self) -> Any:
-        """The qiskit backend to run on; connects to IBM Quantum on first use (real devices)."""
-        connected = self._session.connected
-        backend = self._session.backend()
+    def _backend(self, device: str | None = None) -> Any:
+        """The qiskit backend of ``device`` (None: the first); connects to IBM Quantum on
+        first use (real devices), and ``max_qubits`` then counts its real width."""
+        session = self._sessions[device or self.devices[0]]
+        connected = session.connected
+        backend = session.backend()
         if connected is None:
-            self._capabilities = replace(self.capabilities, max_qubits=int(backend.num_qubits))
+            self._capabilities = replace(self.capabilities, max_qubits=self._known_qubits())
         return backend
 
-    def _mode(self) -> Any:
-        """What the primitive gets as ``mode``: the backend, or the open Batch/Session."""
-        self._backend()
-        return self._session.primitive_mode()
+    def _mode(self, device: str) -> Any:
+        """What the primitive gets as ``mode`` on ``device``: the backend, or its open
+        Batch/Session."""
+        self._backend(device)
+        return self._sessions[device].primitive_mode()
 
     def close(self) -> None:
-        """Close the batch or session, if one is open (running jobs still finish)."""
-        self._session.close()
+        """Close every device's batch or session that is open (running jobs still finish).
+
+        Every session is closed even when one fails; the first failure is raised after."""
+        failure: BaseException | None = None
+        for session in self._sessions.values():
+            try:
+                session.close()
+            except Exception as exc:  # IBMRuntimeError, already scrubbed
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> IBMBackend:
         return self
@@ -295,223 +299,91 @@ class IBMBackend(QuantumFrontEnd):
         A job that cannot be cancelled (already finished: ``cancel()`` raises, or a local job
         returns False) is skipped. Either way the jobs are no longer tracked."""
         taken = self._running.take(site)
-        return sum(cancel_jobs(s, jobs, self._call) for s, jobs in taken)
+        return sum(
+            cancel_jobs(s, jobs, partial(self._call, device=device), device)
+            for s, device, jobs in taken
+        )
 
     # ------------------------------------------------------------------ transpile and run
 
-    def _pm(self) -> Any:
-        if self._pass_manager is None:
-            backend = self._backend()
-            self._pass_manager = self._call(
+    def _pm(self, device: str) -> Any:
+        """``device``'s preset pass manager (made once)."""
+        if device not in self._pass_managers:
+            backend = self._backend(device)
+            self._pass_managers[device] = self._call(
                 "reading the device target",
                 lambda: generate_preset_pass_manager(
                     backend=backend,
                     optimization_level=self.optimization_level,
                     seed_transpiler=self.seed,
                 ),
+                device,
             )
-        return self._pass_manager
+        return self._pass_managers[device]
 
     def _isa(
         self,
         key: tuple[Any, ...],
         build: Callable[[], tuple[QuantumCircuit, ParameterVector, ParameterVector]],
+        device: str,
     ) -> tuple[QuantumCircuit, ParameterVector, ParameterVector]:
-        """A template's ISA circuit (with ``measure_all``) and its (alpha, theta) vectors,
-        transpiled once per key and cached."""
-        if key not in self._isa_cache:
+        """A template's ISA circuit for ``device`` (with ``measure_all``) and its (alpha,
+        theta) vectors, transpiled once per key and device and cached."""
+        cache_key = (*key, device)
+        if cache_key not in self._isa_cache:
             template, alpha, theta = build()
             circuit = template.copy()  # templates are cached and shared: never mutate one
             circuit.measure_all()
-            self._isa_cache[key] = (self._pm().run(circuit), alpha, theta)
-        return self._isa_cache[key]
+            self._isa_cache[cache_key] = (self._pm(device).run(circuit), alpha, theta)
+        return self._isa_cache[cache_key]
 
     def _check_width(self, n_qubits: int, what: str) -> None:
         limit = self.capabilities.max_qubits
         if limit is not None and n_qubits > limit:
-            raise ValueError(
-                f"IBMBackend: {what} needs {n_qubits} qubits but {self.device} has {limit}."
-            )
+            if len(self.devices) == 1:
+                where = f"{self.devices[0]} has {limit}"
+            else:
+                where = f"the smallest of {', '.join(self.devices)} has {limit}"
+            raise ValueError(f"IBMBackend: {what} needs {n_qubits} qubits but {where}.")
+
+    def _chunks(self, rows: list[int]) -> list[list[RowRange]]:
+        """A call's row ranges per job: at most ``max_circuits_per_job`` each, and split
+        evenly over the devices when that gives more jobs (so each device gets work)."""
+        total = sum(rows)
+        per_device = -(-total // len(self.devices))  # ceil
+        return job_chunks(rows, max(1, min(self._max_circuits_per_job, per_device)))
+
+    def _sampler(self, device: str) -> Any:
+        """A Sampler on ``device``'s mode (connecting and opening its Batch/Session on first
+        use) with this backend's shots; in local testing mode with a seed, its simulator seed
+        is the generator's next draw (chunks draw in order, whatever the device, so a seeded
+        run is reproducible)."""
+        mode = self._mode(device)
+        sampler = self._call("creating the sampler", partial(Sampler, mode=mode), device)
+        sampler.options.default_shots = self.shots
+        if self.local and self.seed is not None:
+            seed = int(self._rng.integers(0, 2**31 - 1))
+            sampler.options.simulator.seed_simulator = seed
+        return sampler
 
     def _sample(
         self,
         kernel: str,
         site: str,
-        pubs: Sequence[tuple[QuantumCircuit, np.ndarray | None]],
+        rows: list[int],
+        pubs_on: Callable[[str], Sequence[Pub]],
     ) -> list[np.ndarray]:
-        """Run pubs (circuit, (N, P) values or None) and return each pub's bits (N, shots, c).
-
-        Rows are chunked to ``max_circuits_per_job``; all chunks are submitted before any
-        result is awaited (in batch/session mode they run as one batch). One
-        ExecutionRecord per job.
-        """
-        rows = [1 if values is None else int(values.shape[0]) for _, values in pubs]
-        chunks = job_chunks(rows, self._max_circuits_per_job)
-
-        mode = self._mode()
-        submitted: list[tuple[Any, Any, float, int]] = []
-        jobs: list[Any] = []  # submitted by this call (tracked until collected)
-        try:
-            for chunk in chunks:
-                chunk_pubs: list[Any] = []
-                for index, start, stop in chunk:
-                    circuit, values = pubs[index]
-                    chunk_pubs.append(circuit if values is None else (circuit, values[start:stop]))
-                sampler = self._call("creating the sampler", lambda: Sampler(mode=mode))
-                sampler.options.default_shots = self.shots
-                if self.local and self.seed is not None:
-                    seed = int(self._rng.integers(0, 2**31 - 1))
-                    sampler.options.simulator.seed_simulator = seed
-                circuits = sum(stop - start for _, start, stop in chunk)
-                logger.debug(
-                    "IBMBackend: %s (%s) submitting %d circuits × %d shots to %s",
-                    kernel,
-                    site,
-                    circuits,
-                    self.shots,
-                    self.device,
-                )
-                began = time.perf_counter()
-                job = self._call(
-                    f"submitting the {kernel} job",
-                    partial(sampler.run, chunk_pubs, shots=self.shots),
-                )
-                self._running.track(site, job)
-                jobs.append(job)
-                submitted.append((chunk, job, began, circuits))
-
-            pieces: list[list[np.ndarray]] = [[] for _ in pubs]
-            for chunk, job, began, circuits in submitted:
-                result = self._call(f"waiting for the {kernel} job", job.result)
-                self._running.untrack(site, [job])
-                wall = time.perf_counter() - began
-                received = 0
-                for (index, _, _), pub_result in zip(chunk, result, strict=True):
-                    bit_array = pub_result.data.meas
-                    received += int(np.asarray(bit_array.array).nbytes)
-                    bits = bit_array_bits(bit_array)
-                    pieces[index].append(bits.reshape(-1, *bits.shape[-2:]))
-                self.stats.records.append(
-                    ExecutionRecord(
-                        kernel=kernel,
-                        site=site,
-                        circuits=circuits,
-                        shots=circuits * self.shots,
-                        wall_s=wall,
-                        queue_s=_queue_seconds(job),
-                        bytes_received=received,
-                    )
-                )
-        except BaseException:
-            # Ctrl-C while waiting, a failed job, a failed submission: the jobs of this call
-            # not yet collected (nor cancelled by ``cancel_running`` meanwhile) are cancelled.
-            cancel_jobs(site, self._running.untrack(site, jobs), self._call)
-            raise
-        finally:
-            self._running.untrack(site, jobs)
-        return [np.concatenate(parts, axis=0) for parts in pieces]
-
-    def _run_qrce(
-        self,
-        kernel: str,
-        site: str,
-        layer_angles: np.ndarray,
-        layer_weights: np.ndarray,
-        structure: QRCEStructure,
-        per_layer: bool,
-    ) -> np.ndarray:
-        """(N, 2q) features of QRCE circuits with angles (N, L, q) and weights (N, L, q)."""
-        q, n_layers = structure.n_qubits, structure.n_layers
-        self._check_width(q, "QRCE")
-        if per_layer:
-            key, build = ("qrce-layers", structure), lambda: qrce_layer_template(structure)
-            alpha_values = layer_angles.reshape(-1, n_layers * q)
-        else:
-            key, build = ("qrce", structure), lambda: qrce_template(structure)
-            alpha_values = layer_angles[:, 0, :]
-        isa, alpha, theta = self._isa(key, build)
-        theta_values = layer_weights.reshape(-1, n_layers * q)
-        # Transpilation keeps the template's Parameter objects; values go in the order of
-        # isa.parameters (a parameter the transpiler removed is simply not asked for).
-        columns = {p: alpha_values[:, i] for i, p in enumerate(alpha)}
-        columns.update({p: theta_values[:, i] for i, p in enumerate(theta)})
-        values = np.stack([columns[p] for p in isa.parameters], axis=-1)
-        (bits,) = self._sample(kernel, site, [(isa, values)])
-        return z_features(bits, q)
-
-    # ------------------------------------------------------------------ rows
-
-    def qrce_rows(
-        self, angles: torch.Tensor, weights: torch.Tensor, structure: QRCEStructure, site: str
-    ) -> torch.Tensor:
-        """Z and ZZ means over the shots of each distinct token's circuit."""
-        angles_np = _numpy(angles)
-        n_tokens, n_layers = angles_np.shape[0], structure.n_layers
-        layer_angles = np.broadcast_to(
-            angles_np[:, None, :], (n_tokens, n_layers, angles_np.shape[1])
+        """Run pubs of ``rows`` circuits each and return each pub's bits (N, shots, c):
+        chunked (``_chunks``) and spread over the devices by ``ibm_jobs.DeviceJobs.sample``.
+        ``pubs_on(device)`` gives the pubs (ISA circuit, (N, P) values or None) for one
+        device."""
+        jobs = DeviceJobs(
+            devices=self.devices,
+            shots=self.shots,
+            queues=self._queues,
+            running=self._running,
+            sampler=self._sampler,
+            call=self._call,
+            record=lambda record: self.stats.records.append(record),
         )
-        layer_weights = np.broadcast_to(_numpy(weights), (n_tokens, *weights.shape))
-        features = self._run_qrce("qrce", site, layer_angles, layer_weights, structure, False)
-        return torch.from_numpy(features)
-
-    def qrce_layer_rows(
-        self,
-        layer_angles: torch.Tensor,
-        layer_weights: torch.Tensor,
-        structure: QRCEStructure,
-        site: str,
-    ) -> torch.Tensor:
-        """Features of the parameter-shifted circuits from the per-layer template, all
-        submitted before any result is awaited (kernel "qrce-gradient")."""
-        features = self._run_qrce(
-            "qrce-gradient", site, _numpy(layer_angles), _numpy(layer_weights), structure, True
-        )
-        return torch.from_numpy(features)
-
-    def qaap_rows(
-        self, keys: torch.Tensor, queries: torch.Tensor, keep: torch.Tensor, site: str
-    ) -> QAAPRows:
-        """Post-selected counts per key of each query row's circuit (feature = 0, index an
-        unmasked key); rows with P(feature = 0) = 0 exactly run no circuit."""
-        *lead, n_queries, head_dim = queries.shape
-        n_keys = keys.shape[-2]
-        regs = qaap_registers(n_keys, head_dim)
-        self._check_width(regs.n_qubits, f"QAAP ({n_keys} keys × {head_dim} dims)")
-        keys_np = _numpy(keys).reshape(-1, n_keys, head_dim)
-        queries_np = _numpy(queries).reshape(-1, head_dim)
-        keep_np = keep.expand(*lead, n_queries, n_keys).reshape(-1, n_keys).cpu().numpy()
-        n_rows = queries_np.shape[0]
-        counts = np.zeros((n_rows, n_keys))
-        # Nothing to encode (zero query or keys), or P(feature = 0) = ‖K q̂‖²/‖K‖² = 0: the
-        # circuit could only post-select on noise.
-        projections = np.einsum("rkd,rd->rk", keys_np[np.arange(n_rows) // n_queries], queries_np)
-        circuit_rows = np.flatnonzero(np.any((projections != 0) & keep_np, axis=1))
-        if circuit_rows.size:
-            isa, key_params, query_params = self._isa(
-                ("qaap", regs.index_qubits, regs.feature_qubits),
-                lambda: qaap_template(regs.index_qubits, regs.feature_qubits, measure=False),
-            )
-            values = qaap_parameters(
-                torch.from_numpy(keys_np[circuit_rows // n_queries]),
-                torch.from_numpy(queries_np[circuit_rows]),
-                torch.from_numpy(keep_np[circuit_rows]),
-            )
-            # values go in the order of isa.parameters, as for QRCE
-            columns = dict(zip((*key_params, *query_params), values.T, strict=True))
-            bound = np.stack([columns[p] for p in isa.parameters], axis=-1)
-            (bits,) = self._sample("qaap", site, [(isa, bound)])
-            powers = 1 << np.arange(regs.n_qubits, dtype=np.int64)
-            feature_mask = (1 << regs.feature_qubits) - 1
-            for row_index, row_bits in zip(circuit_rows, bits, strict=True):
-                outcome = row_bits.astype(np.int64) @ powers  # (shots,)
-                index = outcome >> regs.feature_qubits
-                kept = ((outcome & feature_mask) == 0) & (index < n_keys)
-                found = np.bincount(index[kept], minlength=n_keys)[:n_keys]
-                counts[row_index] = found * keep_np[row_index]
-        scores = torch.from_numpy(counts).reshape(*lead, n_queries, n_keys)
-        return QAAPRows(scores, float(self.shots), scores.sum(-1).round().to(torch.int64))
-
-
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
-    """A float64 numpy copy of a tensor (detached, on the CPU)."""
-    return tensor.detach().to("cpu", torch.float64).numpy()
+        return jobs.sample(kernel, site, rows, self._chunks(rows), pubs_on)

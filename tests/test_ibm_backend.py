@@ -228,10 +228,11 @@ def test_qaap_masks_gqa_and_fallback() -> None:
     assert counters.fallback_rows == 1 and counters.empty_rows == 0
     assert backend.stats.records[-1].circuits == 3  # the zero query needs no circuit
 
-    # one template per register shape, transpiled once: a second call reuses it
+    # one template per register shape (and device), transpiled once: a second call reuses it
     templates = [key for key in backend._isa_cache if key[0] == "qaap"]
     backend.qaap(q, k, v, None, True, None, 0.0, site="attn")
-    assert [key for key in backend._isa_cache if key[0] == "qaap"] == templates == [("qaap", 1, 1)]
+    qaap_keys = [key for key in backend._isa_cache if key[0] == "qaap"]
+    assert qaap_keys == templates == [("qaap", 1, 1, FAKE)]
 
     # dropout as in the exact backend: weights · keep / (1 − p)
     keep = torch.tensor([[[[True, True], [False, False]]]])

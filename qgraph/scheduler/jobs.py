@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,7 +108,20 @@ def job_event(job: Job, origin: float) -> TimelineEvent:
         retries=sum(r.outcome == "retried" for r in incidents),
         timeouts=sum(r.timed_out for r in incidents),
         fallbacks=sum(r.outcome == "fallback" for r in incidents),
+        device_jobs=_count_by_device(records, lambda r: 1),
+        device_circuits=_count_by_device(records, lambda r: r.circuits),
     )
+
+
+def _count_by_device(
+    records: list[ExecutionRecord], count: Callable[[ExecutionRecord], int]
+) -> dict[str, int]:
+    """``count`` summed per device over the records that name one, in order of appearance."""
+    counts: dict[str, int] = {}
+    for record in records:
+        if record.device is not None:
+            counts[record.device] = counts.get(record.device, 0) + count(record)
+    return counts
 
 
 def raw_bytes(records: list[ExecutionRecord], shots: int, qubits: int) -> int:

@@ -4,6 +4,11 @@ A ``Timeline`` is what ``HybridScheduler.run`` (and ``backward``) record: events
 from the start of the step, exportable as Chrome-trace JSON (``to_chrome_trace``, opens in
 Perfetto) and summed by ``summary()``. It holds plain data and imports nothing else of the
 scheduler, so the report and the review page can use it alone.
+
+A job whose backend names the device each of its records ran on (``ExecutionRecord.device``:
+an IBM backend over several QPUs) carries per-device counts of jobs and circuits; the trace
+labels it with its devices ("qrce_1 @ fake_lima+fake_quito") and ``summary()`` sums the
+counts per device, which shows how the step's work spread over the devices' queues.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +53,9 @@ class TimelineEvent:
     retries: int = 0  # attempts that failed transiently and ran again (JobPolicy)
     timeouts: int = 0  # attempts that outlived the policy's timeout_s
     fallbacks: int = 0  # calls the policy's fallback computed instead
+    # device -> jobs / circuits that ran there, from records that name a device (else empty)
+    device_jobs: dict[str, int] = field(default_factory=dict)
+    device_circuits: dict[str, int] = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -76,10 +85,18 @@ class StepSummary:
     retries: int = 0  # job attempts that failed transiently and ran again
     timeouts: int = 0  # job attempts that timed out
     fallbacks: int = 0  # quantum calls computed by the job policy's fallback
+    # device -> jobs / circuits of the step that ran there (backends that name devices only;
+    # one queue per device: how the step's work spread over the QPUs)
+    device_jobs: dict[str, int] = field(default_factory=dict)
+    device_circuits: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """The totals by field name."""
-        return dict(self.__dict__)
+        """The totals by field name; the per-device counts only when a job named a device."""
+        totals = dict(self.__dict__)
+        for key in ("device_jobs", "device_circuits"):
+            if not totals[key]:
+                del totals[key]
+        return totals
 
 
 @dataclass
@@ -127,6 +144,8 @@ class Timeline:
             retries=sum(e.retries for e in jobs),
             timeouts=sum(e.timeouts for e in jobs),
             fallbacks=sum(e.fallbacks for e in jobs),
+            device_jobs=_per_device(e.device_jobs for e in jobs),
+            device_circuits=_per_device(e.device_circuits for e in jobs),
         )
 
     def chrome_trace(self) -> dict[str, Any]:
@@ -146,12 +165,16 @@ class Timeline:
             args = {
                 key: value
                 for key, value in event.__dict__.items()
-                if key not in ("name", "kind", "start_s", "end_s", "thread") and value is not None
+                if key not in ("name", "kind", "start_s", "end_s", "thread")
+                and value is not None
+                and value != {}
             }
             tid = tids[event.thread]
+            # a job that ran on named devices says where: "qrce_1 @ ibm_fez+ibm_torino"
+            label = event.name + (f" @ {'+'.join(event.device_jobs)}" if event.device_jobs else "")
             trace.append(
                 {
-                    "name": event.name,
+                    "name": label,
                     "cat": event.kind,
                     "ph": "X",
                     "ts": event.start_s * 1e6,
@@ -186,3 +209,12 @@ class Timeline:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.chrome_trace()))
         return path
+
+
+def _per_device(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Per-device counts summed over events, devices in order of first appearance."""
+    total: dict[str, int] = {}
+    for count in counts:
+        for device, n in count.items():
+            total[device] = total.get(device, 0) + n
+    return total
