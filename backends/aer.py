@@ -20,6 +20,42 @@ EstimatorV2 with precision 0 or saved probabilities for the exact mode).
 Degenerate QAAP rows (zero-norm query or all-zero unmasked keys: not encodable; no
 unmasked key: empty) never go to the simulator: they fall back to uniform weights over the
 unmasked keys or output zero, as the closed form does, and are counted per site.
+
+Fan-out over an executor (``executor=``, ``max_job_size=``)
+------------------------------------------------------------
+``AerBackend(executor=client, max_job_size=N)`` splits one op call's circuits into chunks
+of at most N (and at most ``max_circuits_per_job``) and runs the chunks on the executor: a
+``dask.distributed.Client`` (``pip install 'qgraph[dask]'``) or any
+``concurrent.futures.Executor``. qiskit-aer's options of the same names do nothing in the
+installed release, so the chunks (``self._chunks``: ``job_chunks`` at
+``min(max_circuits_per_job, max_job_size)`` rows) go out through qgraph's own path,
+``backends/aer_fanout.py`` (why, and how: its docstring). A worker runs the same chunk
+function (``qaap_chunk`` / ``qrce_chunk``) that this process runs without an executor.
+
+Reproducibility: each sampled chunk's seed is drawn from ``self._rng`` in chunk order before
+anything is submitted and results are put back in chunk order, so a call's numbers depend on
+the chunking (``max_job_size``) and ``seed`` only, never on the number of workers or the
+order in which chunks finish: ``AerBackend(executor=None, max_job_size=N)`` gives exactly
+what any executor does with the same N (exact mode bit for bit). ``reseed(seed)`` restarts
+the generator as if the backend were made with ``seed`` (data-parallel ranks:
+``qgraph.distributed.seed_for_rank``); transpilation keeps the constructor's seed.
+
+Failures: Dask re-runs the tasks of a worker that died (the scheduler's
+``distributed.scheduler.allowed-failures``, 3 by default); each such re-run is logged as a
+``"retried"`` ExecutionRecord and counted in the site's ``retries``. A chunk that still fails
+with ``KilledWorker``, a closed connection (``CommClosedError``), a cancelled future or a
+broken pool (``concurrent.futures.BrokenExecutor``) raises ``TransientJobError``: the job
+policy (``backends/job_policy.py``) retries the call, with the generator's state put back so
+the retry draws the same seeds. Every chunk's record carries the Dask worker address that
+ran it in ``device`` (a process pool's: ``"pid <n>"``; None in this process).
+
+Throughput: one process runs one Aer job at a time (every ``AerSimulator.run`` goes through
+qiskit-aer's single-thread ``DEFAULT_EXECUTOR``), so scale with worker processes
+(``threads_per_worker=1``), not threads. Dask's nanny starts workers with
+``OMP_NUM_THREADS=1`` (``distributed.nanny.pre-spawn-environ``), so each runs Aer on one
+core unless the backend's simulator sets ``max_parallel_threads``, which travels with the
+task. An executor does not pickle: a pickled backend drops it, and using the copy raises
+until ``backend.executor`` is set again.
 """
 
 from __future__ import annotations
@@ -29,18 +65,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from qiskit_aer import AerSimulator  # a missing extra surfaces as ModuleNotFoundError
-from qiskit_aer.noise import NoiseModel
-from qiskit_aer.primitives import EstimatorV2, SamplerV2
 
+from qgraph.backends.aer_fanout import (
+    InFlight,
+    SimulatorSpec,
+    build_simulator,
+    check_executor,
+    exact_estimator,
+    executor_kind,
+    fan_out,
+    qaap_chunk,
+    qrce_chunk,
+)
 from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
 from qgraph.backends.frontend import QAAPRows, QuantumFrontEnd
-from qgraph.backends.qiskit_shared import (
-    fake_backend,
-    fake_backend_names,
-    job_chunks,
-    z_features,
-)
+from qgraph.backends.qiskit_shared import fake_backend, fake_backend_names, job_chunks
 from qgraph.circuits.qrce import qrce_observables
 from qgraph.circuits.templates import (
     qaap_parameters,
@@ -58,17 +97,9 @@ __all__ = ["METHODS", "AerBackend", "fake_backend", "fake_backend_names"]  # loo
 METHODS: tuple[str, ...] = ("statevector", "density_matrix", "matrix_product_state")
 
 
-def _bits_to_ints(bits: np.ndarray) -> np.ndarray:
-    """BitArray bytes (..., shots, n_bytes), big-endian → integer outcomes (..., shots)."""
-    n_bytes = bits.shape[-1]
-    out = np.zeros(bits.shape[:-1], dtype=np.int64)
-    for byte in range(n_bytes):
-        out = (out << 8) | bits[..., byte].astype(np.int64)
-    return out
-
-
 class AerBackend(QuantumFrontEnd):
-    """Gate-level QAAP and QRCE on qiskit-aer, one job per op call (chunked)."""
+    """Gate-level QAAP and QRCE on qiskit-aer, one job per op call (chunked); with an
+    ``executor``, the chunks run on its workers (see the module docstring)."""
 
     name = "aer"
 
@@ -79,7 +110,16 @@ class AerBackend(QuantumFrontEnd):
         noise: str | None = None,
         seed: int = 0,
         max_circuits_per_job: int = 4096,
+        executor: Any = None,
+        max_job_size: int | None = None,
     ) -> None:
+        """Args beyond the simulation's own:
+        executor: a ``dask.distributed.Client`` or ``concurrent.futures.Executor``
+            that runs the chunks of every op call; None runs them here, in order.
+        max_job_size: circuits per chunk (at most ``max_circuits_per_job``); None:
+            ``max_circuits_per_job``. Results depend on it (each sampled chunk has its
+            own seed), not on the executor.
+        """
         if method not in METHODS:
             raise ValueError(f"unknown Aer method {method!r}; use one of {list(METHODS)}.")
         if shots is not None and (
@@ -94,6 +134,16 @@ class AerBackend(QuantumFrontEnd):
             raise ValueError(
                 f"max_circuits_per_job must be a positive int; got {max_circuits_per_job!r}."
             )
+        if max_job_size is not None and (
+            isinstance(max_job_size, bool)
+            or not isinstance(max_job_size, (int, np.integer))
+            or max_job_size < 1
+        ):
+            raise ValueError(
+                f"max_job_size must be a positive int (circuits per chunk on the executor) "
+                f"or None (chunks of max_circuits_per_job); got {max_job_size!r}."
+            )
+        check_executor(executor)
         if shots is None and noise is not None:
             raise ValueError(
                 "shots=None is the exact, noiseless mode; a noise model needs shots "
@@ -103,41 +153,115 @@ class AerBackend(QuantumFrontEnd):
         self.shots = None if shots is None else int(shots)
         self.noise = noise
         self.seed = int(seed)
+        # the transpiler's seed stays the constructor's: reseed() changes the shots only
+        self._transpile_seed = self.seed
         self.max_circuits_per_job = int(max_circuits_per_job)
+        self.max_job_size = None if max_job_size is None else int(max_job_size)
+        self._job_rows = min(
+            self.max_circuits_per_job, self.max_job_size or self.max_circuits_per_job
+        )
+        self._executor: Any = executor
+        self._dropped_executor: str | None = None  # the kind a pickled copy left behind
+        self._in_flight = InFlight()  # per site, the futures not yet collected
         self._rng = np.random.default_rng(self.seed)
         self.stats = BackendStats()
 
-        if noise is not None:
-            try:
-                device = fake_backend(noise)
-            except ValueError as exc:
-                raise ValueError(f"AerBackend(noise={noise!r}): {exc}") from None
-            self._simulator = AerSimulator(
-                method=method, noise_model=NoiseModel.from_backend(device)
-            )
-            self._target = device  # templates are transpiled to the device's target
-            max_qubits = min(int(device.num_qubits), int(self._simulator.num_qubits))
-        else:
-            self._simulator = AerSimulator(method=method)
-            self._target = self._simulator
-            max_qubits = int(self._simulator.num_qubits)
+        try:
+            self._simulator, self._target, max_qubits = build_simulator(method, noise)
+        except ValueError as exc:
+            raise ValueError(f"AerBackend(noise={noise!r}): {exc}") from None
         self.capabilities = Capabilities(
             exact=self.shots is None,
             max_qubits=max_qubits,
-            max_circuits_per_job=self.max_circuits_per_job,
+            max_circuits_per_job=self._job_rows,
             gradient_methods=("parameter-shift", "straight-through", "spsa"),
             needs_transpilation=True,
         )
 
+    # ------------------------------------------------------------------ executor
+
+    @property
+    def executor(self) -> Any:
+        """The executor the chunks run on (None: this process)."""
+        return self._executor
+
+    @executor.setter
+    def executor(self, executor: Any) -> None:
+        check_executor(executor)
+        self._executor = executor
+        self._dropped_executor = None
+
+    def _active_executor(self) -> Any:
+        if self._executor is None and self._dropped_executor is not None:
+            raise RuntimeError(
+                f"this AerBackend was pickled with an executor ({self._dropped_executor}), "
+                "which does not travel with it; set backend.executor = <a dask.distributed."
+                "Client or concurrent.futures.Executor> on the copy, or backend.executor = "
+                "None to run its chunks in this process."
+            )
+        return self._executor
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self._executor is not None:  # a client or pool does not pickle; say so on use
+            state["_dropped_executor"] = executor_kind(self._executor)
+        state["_executor"] = None
+        return state  # _in_flight pickles empty: futures stay with the original
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_dropped_executor", None)  # pickles of older versions
+        state.setdefault("_executor", None)
+        state.setdefault("max_job_size", None)
+        state.setdefault("_job_rows", state.get("max_circuits_per_job", 4096))
+        state.setdefault("_in_flight", InFlight())
+        state.setdefault("_transpile_seed", state.get("seed", 0))
+        self.__dict__.update(state)
+
+    def cancel_running(self, site: str | None = None) -> int:
+        """Cancel the chunks still pending on the executor for ``site`` (every site: None)."""
+        return self._in_flight.cancel(site)
+
+    # ------------------------------------------------------------------ seeds
+
+    def reseed(self, seed: int | None = None) -> None:
+        """Restart the shot seeds from ``seed`` (default: the current one), as if the backend
+        were made with it: the next sampled call draws the chunk seeds that a fresh
+        ``AerBackend(seed=seed)`` draws. ``qgraph.distributed.seed_for_rank`` calls it to give
+        each data-parallel rank its own stream.
+
+        Transpilation keeps the constructor's seed (``seed_transpiler``): every rank runs the
+        same transpiled circuits (on a noisy target, the same layout, so the same noise), and
+        none is transpiled again. The noiseless target has no coupling map, so there the
+        transpiled circuits do not depend on the seed and a reseeded backend gives exactly
+        what a fresh one with that seed gives; with ``noise=``, a fresh backend may lay its
+        circuits out differently. Exact mode (``shots=None``) draws no seeds.
+        """
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+                raise ValueError(
+                    f"AerBackend.reseed: seed must be a non-negative int (None: restart from "
+                    f"the current seed {self.seed}); got {seed!r}."
+                )
+            self.seed = int(seed)
+        self._rng = np.random.default_rng(self.seed)
+
+    def _job_seed(self) -> int:
+        return int(self._rng.integers(2**31 - 1))
+
     # ------------------------------------------------------------------ plumbing
 
     def _chunks(self, n_rows: int) -> list[slice]:
-        return [
-            slice(start, stop)
-            for ((_, start, stop),) in job_chunks([n_rows], self.max_circuits_per_job)
-        ]
+        return [slice(start, stop) for ((_, start, stop),) in job_chunks([n_rows], self._job_rows)]
 
-    def _record(self, kernel: str, site: str, circuits: int, wall_s: float, received: int) -> None:
+    def _record(
+        self,
+        kernel: str,
+        site: str,
+        circuits: int,
+        wall_s: float,
+        received: int,
+        device: str | None = None,
+    ) -> None:
         self.stats.records.append(
             ExecutionRecord(
                 kernel=kernel,
@@ -146,6 +270,7 @@ class AerBackend(QuantumFrontEnd):
                 shots=0 if self.shots is None else circuits * self.shots,
                 wall_s=wall_s,
                 bytes_received=received,
+                device=device,
             )
         )
 
@@ -158,13 +283,59 @@ class AerBackend(QuantumFrontEnd):
                 "use smaller shapes, method='matrix_product_state', or another backend."
             )
 
-    def _sample(self, circuit: Any, params: tuple[Any, ...], values: np.ndarray) -> np.ndarray:
-        """One SamplerV2 job: integer outcomes (N, shots) of register "meas"."""
-        job_seed = int(self._rng.integers(2**31 - 1))
-        sampler = SamplerV2.from_backend(self._simulator, seed=job_seed, default_shots=self.shots)
-        result = sampler.run([(circuit, {params: values})]).result()
-        bits = result[0].data.meas.array  # (N, shots, n_bytes) uint8
-        return _bits_to_ints(np.asarray(bits))
+    def _fan_out(
+        self,
+        executor: Any,
+        kernel: str,
+        site: str,
+        kind: str,
+        isa: Any,
+        params: tuple[Any, ...],
+        values: np.ndarray,
+        extra: tuple[Any, ...],
+    ) -> list[np.ndarray]:
+        """Run the chunks of ``values`` on ``executor``; their values in chunk order.
+
+        Seeds are drawn in chunk order before anything is submitted, so the numbers do not
+        depend on the workers; on failure the generator is put back (a retried call draws the
+        same seeds) and executor failures become TransientJobError (``aer_fanout.fan_out``)."""
+        chunks = self._chunks(values.shape[0])
+        if not chunks:
+            return []
+        rng_before = self._rng.bit_generator.state
+        seeds: list[int | None] = [None if self.shots is None else self._job_seed() for _ in chunks]
+        rng_after = self._rng.bit_generator.state
+        spec = SimulatorSpec.of(self.method, self.noise, self._simulator)
+        try:
+            outcomes = fan_out(
+                executor,
+                self._in_flight,
+                spec,
+                kernel,
+                site,
+                kind,
+                isa,
+                params,
+                values,
+                chunks,
+                seeds,
+                self.shots,
+                extra,
+            )
+        except BaseException:
+            if self._rng.bit_generator.state == rng_after:  # nobody drew since: put back
+                self._rng.bit_generator.state = rng_before
+            raise
+        counters = self.stats.site(site)
+        for chunk, outcome in zip(chunks, outcomes, strict=True):
+            for _ in range(outcome.retries):  # Dask ran it again after its worker died
+                counters.retries += 1
+                self.stats.records.append(
+                    ExecutionRecord(kernel, site, 0, 0, 0.0, outcome="retried")
+                )
+            circuits = chunk.stop - chunk.start
+            self._record(kernel, site, circuits, outcome.wall_s, outcome.received, outcome.device)
+        return [outcome.values for outcome in outcomes]
 
     # ------------------------------------------------------------------ QAAP
 
@@ -175,30 +346,21 @@ class AerBackend(QuantumFrontEnd):
         exact = self.shots is None
         circuit, key_params, query_params = qaap_template(a, b, measure=not exact)
         params = (*key_params, *query_params)
-        isa = transpiled(("qaap", a, b, not exact), circuit, self._target, seed=self.seed)
+        isa = transpiled(
+            ("qaap", a, b, not exact), circuit, self._target, seed=self._transpile_seed
+        )
         out = np.zeros((values.shape[0], 1 << a))
+        executor = self._active_executor()
+        if executor is not None:
+            joints = self._fan_out(executor, "qaap", site, "qaap", isa, params, values, (a, b))
+            for chunk, joint in zip(self._chunks(values.shape[0]), joints, strict=True):
+                out[chunk] = joint * keep_padded[chunk]
+            return out
         for chunk in self._chunks(values.shape[0]):
             start = time.perf_counter()
             rows = values[chunk]
-            if exact:
-                probe = isa.copy()
-                probe.save_probabilities()
-                binds = [{p: rows[:, col] for col, p in enumerate(params)}]
-                result = self._simulator.run(probe, parameter_binds=binds).result()
-                probs = np.stack(
-                    [np.asarray(result.data(i)["probabilities"]) for i in range(rows.shape[0])]
-                )
-                received = probs.nbytes
-                joint = probs.reshape(rows.shape[0], 1 << a, 1 << b)[:, :, 0]
-            else:
-                outcomes = self._sample(isa, params, rows)
-                received = outcomes.shape[0] * outcomes.shape[1] * ((a + b + 7) // 8)
-                feature = outcomes & ((1 << b) - 1)
-                index = outcomes >> b
-                n_rows = rows.shape[0]
-                flat = np.arange(n_rows)[:, None] * (1 << a) + index
-                joint = np.bincount(flat[feature == 0], minlength=n_rows << a).reshape(n_rows, -1)
-                joint = joint.astype(np.float64)
+            seed = None if exact else self._job_seed()
+            joint, received = qaap_chunk(self._simulator, isa, params, rows, a, b, self.shots, seed)
             out[chunk] = joint * keep_padded[chunk]
             self._record("qaap", site, rows.shape[0], time.perf_counter() - start, received)
         return out
@@ -255,27 +417,29 @@ class AerBackend(QuantumFrontEnd):
         exact = self.shots is None
         circuit, alpha, theta = qrce_layer_template(structure, measure=not exact)
         params = (*alpha, *theta)
-        isa = transpiled(("qrce", structure, not exact), circuit, self._target, seed=self.seed)
+        isa = transpiled(
+            ("qrce", structure, not exact), circuit, self._target, seed=self._transpile_seed
+        )
         values = qrce_layer_parameters(layer_angles, layer_weights)
         out = np.zeros((values.shape[0], 2 * q))
-        if exact:
-            observables = [obs.apply_layout(isa.layout) for obs in qrce_observables(structure)]
-            estimator = EstimatorV2.from_backend(
-                self._simulator, options={"default_precision": 0.0}
-            )
+        observables = (
+            [obs.apply_layout(isa.layout) for obs in qrce_observables(structure)] if exact else []
+        )
+        executor = self._active_executor()
+        if executor is not None:
+            extra = (q, observables)
+            features = self._fan_out(executor, kernel, site, "qrce", isa, params, values, extra)
+            for chunk, chunk_features in zip(self._chunks(values.shape[0]), features, strict=True):
+                out[chunk] = chunk_features
+            return torch.from_numpy(out)
+        estimator = exact_estimator(self._simulator) if exact else None
         for chunk in self._chunks(values.shape[0]):
             start = time.perf_counter()
             rows = values[chunk]
-            if exact:
-                pub = (isa, observables, {params: rows[:, None, :]})
-                evs = np.asarray(estimator.run([pub]).result()[0].data.evs)  # (N, 2q)
-                out[chunk] = evs
-                received = evs.nbytes
-            else:
-                outcomes = self._sample(isa, params, rows)  # (N, shots)
-                bits = ((outcomes[:, :, None] >> np.arange(q)) & 1).astype(np.int8)
-                out[chunk] = z_features(bits, q)
-                received = outcomes.shape[0] * outcomes.shape[1] * ((q + 7) // 8)
+            seed = None if exact else self._job_seed()
+            out[chunk], received = qrce_chunk(
+                self._simulator, estimator, isa, params, rows, q, self.shots, seed, observables
+            )
             self._record(kernel, site, rows.shape[0], time.perf_counter() - start, received)
         return torch.from_numpy(out)
 
@@ -299,7 +463,12 @@ class AerBackend(QuantumFrontEnd):
         return self._qrce_evaluate(layer_angles, layer_weights, structure, site, "qrce-gradient")
 
     def __repr__(self) -> str:
+        fan_out = ""
+        if self._executor is not None:  # its kind, never its address
+            fan_out += f", executor={executor_kind(self._executor)!r}"
+        if self.max_job_size is not None:
+            fan_out += f", max_job_size={self.max_job_size}"
         return (
             f"AerBackend(method={self.method!r}, shots={self.shots!r}, noise={self.noise!r}, "
-            f"seed={self.seed}, max_circuits_per_job={self.max_circuits_per_job})"
+            f"seed={self.seed}, max_circuits_per_job={self.max_circuits_per_job}{fan_out})"
         )

@@ -163,6 +163,9 @@ class IBMBackend(IBMCircuitRows):
         self.mode: Mode = mode
         self.shots = int(shots)
         self.seed = seed
+        # the transpiler keeps the constructor's seed through ``reseed``: data-parallel ranks
+        # then lay their circuits out alike (the same qubits, so the same noise)
+        self._transpile_seed = seed
         self.optimization_level = optimization_level
         self.local = devices[0].startswith(FAKE_PREFIX)  # all or none are fakes
         self._max_circuits_per_job = per_job
@@ -229,12 +232,13 @@ class IBMBackend(IBMCircuitRows):
         return None
 
     def reseed(self, seed: int | None = None) -> None:
-        """Restart from ``seed`` (default: the current one) as if the backend were made with
-        it: the generator of the simulator seeds (local testing mode) starts again, and a new
-        seed also drops the circuits transpiled with the old one (``seed_transpiler``).
+        """Restart the generator of the simulator seeds (local testing mode) from ``seed``
+        (default: the current one), as a backend made with it would draw them.
 
-        Jobs already submitted keep their seeds. ``qgraph.distributed.seed_for_rank`` calls
-        it to give each data-parallel rank its own stream.
+        The transpiler keeps the constructor's seed, so transpiled circuits are kept and
+        every reseeded copy lays its circuits out alike. Jobs already submitted keep their
+        seeds. ``qgraph.distributed.seed_for_rank`` calls it to give each data-parallel rank
+        its own stream.
         """
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, int):
@@ -242,9 +246,6 @@ class IBMBackend(IBMCircuitRows):
                     f"IBMBackend.reseed: seed must be an int (None: restart from the current "
                     f"seed {self.seed!r}); got {seed!r}."
                 )
-            if seed != self.seed:
-                self._pass_managers.clear()
-                self._isa_cache.clear()
             self.seed = seed
         self._rng = np.random.default_rng(self.seed)
 
@@ -315,7 +316,7 @@ class IBMBackend(IBMCircuitRows):
                 lambda: generate_preset_pass_manager(
                     backend=backend,
                     optimization_level=self.optimization_level,
-                    seed_transpiler=self.seed,
+                    seed_transpiler=getattr(self, "_transpile_seed", self.seed),
                 ),
                 device,
             )

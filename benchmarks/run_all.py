@@ -28,6 +28,7 @@ BENCHMARKS = [
     "hybrid_step",
     "compression",
     "qaap_forms",
+    "fanout",
     "ddp_step",
 ]
 

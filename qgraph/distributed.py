@@ -73,11 +73,12 @@ def rank_seed(seed: int, rank: int) -> int:
 
 
 def seed_for_rank(backend: Any, rank: int) -> int | None:
-    """Reseed a sampled ``backend`` for ``rank`` (``rank_seed`` of the seed it was made
-    with) and return the new seed; exact backends draw nothing and are left alone (None).
+    """Reseed a sampled ``backend`` for ``rank`` (``rank_seed`` of the seed it had when
+    ``seed_for_rank`` first saw it) and return the new seed; exact backends draw nothing and
+    are left alone (None).
 
-    Calling it again, for the same or another rank, derives from the original seed, not
-    from the rank's.
+    Calling it again, for the same or another rank, derives from that first seed, not from
+    the rank's.
     """
     if backend.capabilities.exact:
         return None

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
+import time
+from typing import Any
+
 import pytest
 import torch
 
@@ -9,6 +14,9 @@ pytest.importorskip("qiskit_aer")
 
 from qgraph.backends.aer import AerBackend
 from qgraph.backends.base import Backend
+from qgraph.backends.job_policy import JobFailedError, JobPolicy
+from qgraph.circuits.templates import transpile_cache_size
+from qgraph.distributed import rank_seed, seed_for_rank
 from qgraph.kernels.qaap import qaap_attention, qaap_weights
 from qgraph.kernels.qrce import QRCEStructure, qrce_features, qrce_token_features
 
@@ -193,6 +201,86 @@ def test_noisy_qrce_on_a_fake_device() -> None:
     assert bool(torch.isfinite(features).all()) and float(features.abs().max()) <= 1.0
     # q = 2: both ZZ features are the same observable, measured on the same shots
     torch.testing.assert_close(features[:, 2], features[:, 3])
+
+
+def test_reseed_gives_what_a_fresh_backend_with_that_seed_gives() -> None:
+    """``reseed`` (what ``qgraph.distributed.seed_for_rank`` calls per data-parallel rank)
+    restarts the shot seeds; transpilation keeps the constructor's seed."""
+    structure = QRCEStructure.from_seed(3, 2, seed=12)
+    gen = torch.Generator().manual_seed(4)
+    table = torch.randn(5, 3, generator=gen, dtype=F64)
+    weights = torch.randn(2, 3, generator=gen, dtype=F64)
+    q, k, v = _qaap_inputs(1, 1, 5, 4, 2, seed=6)
+
+    def run(backend: AerBackend) -> list[torch.Tensor]:
+        # 5 circuits a call in chunks of 2: each call draws several chunk seeds
+        qrce = backend.qrce(torch.arange(5), table, weights, structure, site="emb")
+        return [qrce, backend.qaap(q, k, v, None, False, None, 0.0, site="att")]
+
+    def assert_same(got: list[torch.Tensor], expected: list[torch.Tensor]) -> None:
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    backend = AerBackend(shots=64, seed=3, max_circuits_per_job=2)
+    before = run(backend)
+    transpiled = transpile_cache_size()
+    backend.reseed(40513)
+    assert backend.seed == 40513
+    reseeded = run(backend)
+    assert transpile_cache_size() == transpiled  # the circuits transpiled with seed 3
+    fresh = AerBackend(shots=64, seed=40513, max_circuits_per_job=2)
+    assert_same(reseeded, run(fresh))
+    assert not torch.equal(reseeded[0], before[0])  # the two seeds give different shots
+    backend.reseed()  # no seed: start the current seed's stream again
+    assert_same(run(backend), reseeded)
+
+    derived = seed_for_rank(backend, rank=1)  # from the seed it has on its first call
+    assert derived == rank_seed(40513, 1) and backend.seed == derived
+    assert_same(run(backend), run(AerBackend(shots=64, seed=derived, max_circuits_per_job=2)))
+
+    for bad in (True, 1.5, "7", -1):
+        with pytest.raises(ValueError, match=r"AerBackend.reseed: seed must be a non-negative"):
+            backend.reseed(bad)  # type: ignore[arg-type]
+    assert backend.seed == derived  # a refused seed changes nothing
+
+
+def test_cancel_running_cancels_the_chunks_a_call_waits_for() -> None:
+    class Never(concurrent.futures.Executor):
+        """Runs nothing: every chunk stays pending until it is cancelled."""
+
+        def __init__(self) -> None:
+            self.futures: list[concurrent.futures.Future[Any]] = []
+
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            self.futures.append(concurrent.futures.Future())
+            return self.futures[-1]
+
+    never = Never()
+    backend = AerBackend(shots=16, max_job_size=2, executor=never)
+    backend.job_policy = JobPolicy(retries=0, backoff_s=0.0)
+    q, k, v = _qaap_inputs(1, 1, 5, 4, 2, seed=6)
+    finished = threading.Event()
+    cancelled: list[int] = []
+
+    def cancel() -> None:  # from another thread, as a Ctrl-C handler or a watchdog would
+        give_up = time.monotonic() + 120  # a broken cancel_running fails, never hangs
+        while not finished.is_set():
+            cancelled.append(backend.cancel_running("att"))
+            if not any(cancelled) and time.monotonic() > give_up:
+                for future in [f for f in never.futures if not f.done()]:
+                    future.set_exception(RuntimeError("cancel_running found nothing"))
+            finished.wait(0.001)
+
+    thread = threading.Thread(target=cancel)
+    thread.start()
+    try:
+        with pytest.raises(JobFailedError, match=r"executor \(Never\).*CancelledError"):
+            backend.qaap(q, k, v, None, False, None, 0.0, site="att")
+    finally:
+        finished.set()
+        thread.join()
+    assert sum(cancelled) >= 1
+    assert backend.cancel_running() == 0  # the call let go of its futures
 
 
 def test_bad_inputs() -> None:

@@ -359,7 +359,8 @@ def test_bad_device_lists() -> None:
 
 def test_reseed_gives_what_a_fresh_backend_with_that_seed_gives() -> None:
     """``reseed`` (what ``qgraph.distributed.seed_for_rank`` calls per data-parallel rank)
-    restarts the simulator seeds as a fresh backend made with the new seed; 2 rows, 64 shots."""
+    restarts the simulator seeds as a fresh backend made with the new seed and keeps the
+    constructor's transpilation; 2 rows, 64 shots."""
     ids = IDS[:2]
     backend = IBMBackend("fake_lima", shots=64, seed=3)
     before = _qrce(backend, ids=ids)  # draws from seed 3's stream and transpiles with seed 3
@@ -368,7 +369,7 @@ def test_reseed_gives_what_a_fresh_backend_with_that_seed_gives() -> None:
     assert backend.seed == 11
     reseeded = _qrce(backend, ids=ids)
     ((isa_11, *_),) = backend._isa_cache.values()
-    assert isa_11 is not isa_3  # transpiled again, with seed_transpiler=11
+    assert isa_11 is isa_3  # the transpiler keeps the constructor's seed
     fresh = _qrce(IBMBackend("fake_lima", shots=64, seed=11), ids=ids)
     torch.testing.assert_close(reseeded, fresh, rtol=0, atol=0)
     assert not torch.equal(reseeded, before)  # the seeds give different shots here
