@@ -23,10 +23,13 @@ import ast
 import importlib
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.distributed as dist
 from rich.console import Console
 
 import qgraph
@@ -257,22 +260,69 @@ def _preset_changes(settings: list[str]) -> dict[str, Any]:
     return changes
 
 
+def _torchrun_reproduce(arguments: argparse.Namespace) -> int:
+    """Start ``arguments.nproc`` ranks of the same reproduce command with torchrun (this
+    machine; a cluster starts torchrun itself, docs/scale.md); their exit status."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={arguments.nproc}",
+        "-m",
+        "qgraph.cli",
+        "reproduce",
+        f"--preset={arguments.preset}",
+        f"--arms={arguments.arms}",
+        f"--seeds={arguments.seeds}",
+        f"--out={arguments.out}",
+        f"--device={arguments.device}",
+        *([f"--data={arguments.data}"] if arguments.data else []),
+        *(["--resume"] if arguments.resume else []),
+        *(["--json"] if arguments.json else []),
+        *[f"--set={change}" for change in arguments.set],
+    ]
+    return subprocess.run(command, check=False).returncode
+
+
+def _join_process_group(device: str) -> str:
+    """Under torchrun: join the ranks' group (NCCL on CUDA, one GPU per local rank; gloo on
+    CPU) and return this rank's device."""
+    if device.startswith("cuda"):
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return device
+
+
 def command_reproduce(arguments: argparse.Namespace) -> None:
     """Train the preset's arms × seeds and write results.json, results.md and results.html."""
     from qgraph.reproduce import reproduce  # the optional hf extra (transformers, tqdm)
     from qgraph.reproduce.presets import get_preset
 
     preset = get_preset(arguments.preset).with_options(**_preset_changes(arguments.set))
-    results = reproduce(
-        preset,
-        data=arguments.data,
-        arms=[a for a in arguments.arms.split(",") if a],
-        seeds=_int_list(arguments.seeds, "--seeds"),
-        out=arguments.out,
-        resume=arguments.resume,
-        device=arguments.device,
-        progress=not arguments.json,
-    )
+    seeds = _int_list(arguments.seeds, "--seeds")
+    if arguments.nproc > 1 and "RANK" not in os.environ:
+        raise SystemExit(_torchrun_reproduce(arguments))
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    device = _join_process_group(arguments.device) if ranks > 1 else arguments.device
+    try:
+        results = reproduce(
+            preset,
+            data=arguments.data,
+            arms=[a for a in arguments.arms.split(",") if a],
+            seeds=seeds,
+            out=arguments.out,
+            resume=arguments.resume,
+            device=device,
+            progress=not arguments.json,
+        )
+    finally:
+        if ranks > 1:
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # rank 0 prints
     if arguments.json:
         print(json.dumps(results["table"], indent=2))
     else:
@@ -375,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--resume", action="store_true", help="continue a killed run")
     reproduce.add_argument("--device", default="cpu", help="cpu or cuda")
     reproduce.add_argument("--json", action="store_true", help="print the table as JSON")
+    reproduce.add_argument(
+        "--nproc",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="train every arm data-parallel on N ranks of this machine (torchrun, gloo/NCCL)",
+    )
     reproduce.add_argument(
         "--set",
         action="append",

@@ -219,53 +219,57 @@ def test_each_rank_takes_its_share_of_a_batch_weighted_to_the_global_mean() -> N
 
 
 @pytest.mark.slow
-def test_a_reproduction_arm_trains_data_parallel_under_torchrun(tmp_path: Path) -> None:
+def test_qgraph_reproduce_trains_an_arm_data_parallel_with_nproc(tmp_path: Path) -> None:
     # The arm's model keeps BERT's dropout, whose masks each rank draws itself, so the run is
     # not compared with a single process here (the worker's tests above are, without it).
     from qgraph.reproduce.train import CHECKPOINT, METRICS, RESULT
 
     # 35 rows in batches of 8: the last batch of 3 splits 1 / 2 between the ranks
-    changes = ["train_rows=35", "dev_rows=16", "batch_size=8", "checkpoint_every=100"]
+    changes = [
+        "train_rows=35",
+        "dev_rows=16",
+        "batch_size=8",
+        "checkpoint_every=100",
+        "sweep_lengths=()",
+        "sweep_shots=()",
+        "aer_lengths=()",
+    ]
     folder = tmp_path / "ddp"
     command = [
         sys.executable,
         "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node=2",
-        "-m",
-        "qgraph.reproduce.data_parallel",
-        "--arm",
-        "hybrid",
+        "qgraph.cli",
+        "reproduce",
+        "--nproc",
+        "2",
+        "--arms",
+        "classical,hybrid",
         "--out",
         str(folder),
         *[item for change in changes for item in ("--set", change)],
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    result = json.loads((folder / "hybrid/seed0" / RESULT).read_text())
-    assert (
-        result["steps"] == 5 and "data-parallel over 2 ranks (rank 0's figures)" in result["notes"]
-    )
-    assert 0.0 <= result["final_accuracy"] <= 1.0
-    evaluations = [
-        line
-        for line in (folder / "hybrid/seed0" / METRICS).read_text().splitlines()
-        if '"eval"' in line
-    ]
-    assert len(evaluations) == 1  # rank 0 alone evaluates and logs
-    state = torch.load(folder / "hybrid/seed0" / CHECKPOINT, weights_only=False)["state"]
-    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert run.stdout.count("| hybrid |") >= 1  # rank 0 alone prints the table
+    results = json.loads((folder / "results.json").read_text())
+    assert {r["arm"] for r in results["runs"]} == {"classical", "hybrid"}
+    for arm in ("classical", "hybrid"):
+        result = json.loads((folder / arm / "seed0" / RESULT).read_text())
+        assert result["steps"] == 5
+        assert "data-parallel over 2 ranks (rank 0's figures)" in result["notes"]
+        assert 0.0 <= result["final_accuracy"] <= 1.0
+        metrics = (folder / arm / "seed0" / METRICS).read_text().splitlines()
+        assert sum('"eval"' in line for line in metrics) == 1  # rank 0 alone evaluates
+        state = torch.load(folder / arm / "seed0" / CHECKPOINT, weights_only=False)["state"]
+        model = state["model"].values()
+        assert all(torch.isfinite(v).all() for v in model if v.is_floating_point())
 
 
-def test_the_data_parallel_entry_point_says_to_use_torchrun() -> None:
-    from qgraph.reproduce.data_parallel import main
+def test_reproduce_refuses_a_number_of_ranks_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    from qgraph.cli import main
 
-    env_rank = os.environ.pop("RANK", None)
-    try:
-        with pytest.raises(SystemExit, match="runs under torchrun"):
-            main(["--out", "unused"])
-    finally:
-        if env_rank is not None:
-            os.environ["RANK"] = env_rank
+    with pytest.raises(SystemExit) as exited:
+        main(["reproduce", "--nproc", "0"])
+    assert exited.value.code == 2
+    assert "--nproc" in capsys.readouterr().err

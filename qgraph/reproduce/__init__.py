@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from qgraph.data import encode, load_sst2, resolve_tokenizer, sst2_sample
 from qgraph.errors import InputError
@@ -29,7 +30,7 @@ from qgraph.reproduce.projection import cost_hybrid, project
 from qgraph.reproduce.scale import project_scale
 from qgraph.reproduce.sweep import step_time_sweep
 from qgraph.reproduce.tables import results_markdown, summarise
-from qgraph.reproduce.train import RESULT, EncodedData, train_arm
+from qgraph.reproduce.train import RESULT, EncodedData, rank_and_world, train_arm
 
 __all__ = ["ARMS", "DEFAULT_ARMS", "PRESETS", "load_data", "reproduce", "summarise"]
 
@@ -69,19 +70,30 @@ def reproduce(
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train the arms × seeds of a preset; write and return the results (module doc)."""
+    """Train the arms × seeds of a preset; write and return the results (module doc).
+
+    In a process group of several ranks (``qgraph reproduce --nproc N``) every arm trains
+    data-parallel; rank 0 alone runs the analyses and writes the results, and the other
+    ranks return only their runs.
+    """
     chosen = preset if isinstance(preset, Preset) else get_preset(preset)
     arm_list = check_arms(list(arms))
     if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise InputError(f"seeds must be integers ≥ 0; got {list(seeds)}.")
     folder = Path(out)
+    rank, world = rank_and_world()
     if folder.exists() and any(folder.iterdir()) and not resume:
         raise InputError(
             f"{folder} holds an earlier run; pass resume=True (--resume) to continue it, or "
             "another out folder."
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    check_same_setting(folder, chosen)
+    if world > 1:
+        dist.barrier()  # every rank has looked at the folder before rank 0 writes to it
+    if rank == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        check_same_setting(folder, chosen)
+    if world > 1:
+        dist.barrier()
     encoded = load_data(chosen, data)
     runs: list[dict[str, Any]] = []
     for arm in arm_list:
@@ -102,6 +114,8 @@ def reproduce(
                 progress=progress,
             )
             runs.append(run.summary())
+    if rank != 0:
+        return {"runs": runs}  # rank 0 measures the rest and writes the results
     sweep = step_time_sweep(chosen, chosen.sweep_lengths, device=device)
     noise = cached_noise(folder, chosen, arm_list, seeds) or run_noise(
         chosen, encoded, folder, arm_list, seeds, device, progress

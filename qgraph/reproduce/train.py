@@ -10,8 +10,8 @@ rank takes its share of every global batch, the module is wrapped by
 ``qgraph.data_parallel`` (or DDP for the classical arms), and each rank's loss is weighted
 by its share of the rows, so the averaged gradient is that of the global batch's mean loss
 even when the batch does not split evenly. Rank 0 evaluates, logs, checkpoints and writes
-the result; every rank reads the checkpoint on resume. ``python -m
-qgraph.reproduce.data_parallel`` is the entry point (docs/scale.md).
+the result; every rank reads the checkpoint on resume. ``qgraph reproduce --nproc N`` starts
+the ranks (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     partial.replace(path)  # a kill mid-write leaves the previous checkpoint whole
 
 
-def _world() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
     """(rank, world size) of the process group, (0, 1) outside one."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -301,7 +301,7 @@ def train_arm(
     checkpoint of the last ``checkpoint_every`` boundary: the tests resume from it.
     """
 
-    rank, world = _world()
+    rank, world = rank_and_world()
     lead = rank == 0  # the rank that evaluates, logs, checkpoints and writes the result
     folder.mkdir(parents=True, exist_ok=True)
     module, notes = build_arm(arm, preset, data, seed, device)
