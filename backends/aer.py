@@ -67,7 +67,6 @@ import numpy as np
 import torch
 
 from qgraph.backends.aer_fanout import (
-    InFlight,
     SimulatorSpec,
     build_simulator,
     check_executor,
@@ -80,6 +79,7 @@ from qgraph.backends.aer_fanout import (
 from qgraph.backends.base import BackendStats, Capabilities, ExecutionRecord
 from qgraph.backends.frontend import QAAPRows, QuantumFrontEnd
 from qgraph.backends.qiskit_shared import fake_backend, fake_backend_names, job_chunks
+from qgraph.backends.running_jobs import RunningJobs, cancel_jobs
 from qgraph.circuits.qrce import qrce_observables
 from qgraph.circuits.templates import (
     qaap_parameters,
@@ -162,7 +162,7 @@ class AerBackend(QuantumFrontEnd):
         )
         self._executor: Any = executor
         self._dropped_executor: str | None = None  # the kind a pickled copy left behind
-        self._in_flight = InFlight()  # per site, the futures not yet collected
+        self._running = RunningJobs()  # per site, the chunks' futures not yet collected
         self._rng = np.random.default_rng(self.seed)
         self.stats = BackendStats()
 
@@ -206,20 +206,23 @@ class AerBackend(QuantumFrontEnd):
         if self._executor is not None:  # a client or pool does not pickle; say so on use
             state["_dropped_executor"] = executor_kind(self._executor)
         state["_executor"] = None
-        return state  # _in_flight pickles empty: futures stay with the original
+        return state  # _running pickles empty: futures stay with the original
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_dropped_executor", None)  # pickles of older versions
         state.setdefault("_executor", None)
         state.setdefault("max_job_size", None)
         state.setdefault("_job_rows", state.get("max_circuits_per_job", 4096))
-        state.setdefault("_in_flight", InFlight())
+        state.setdefault("_running", RunningJobs())
         state.setdefault("_transpile_seed", state.get("seed", 0))
         self.__dict__.update(state)
 
     def cancel_running(self, site: str | None = None) -> int:
         """Cancel the chunks still pending on the executor for ``site`` (every site: None)."""
-        return self._in_flight.cancel(site)
+        return sum(
+            cancel_jobs(s, futures, lambda _what, cancel: cancel(), device)
+            for s, device, futures in self._running.take(site)
+        )
 
     # ------------------------------------------------------------------ seeds
 
@@ -309,7 +312,7 @@ class AerBackend(QuantumFrontEnd):
         try:
             outcomes = fan_out(
                 executor,
-                self._in_flight,
+                self._running,
                 spec,
                 kernel,
                 site,

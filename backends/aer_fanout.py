@@ -66,10 +66,10 @@ from qiskit_aer.primitives import EstimatorV2, SamplerV2
 
 from qgraph.backends.job_policy import TransientJobError
 from qgraph.backends.qiskit_shared import fake_backend, z_features
+from qgraph.backends.running_jobs import RunningJobs
 
 __all__ = [
     "ChunkOutcome",
-    "InFlight",
     "SimulatorSpec",
     "build_simulator",
     "check_executor",
@@ -335,43 +335,6 @@ def _dask_retries(client: Any, keys: list[str]) -> list[int]:
     return [int(counts.get(key, 0)) for key in keys]
 
 
-class InFlight:
-    """The futures submitted and not yet collected, per site; ``cancel`` may be called from
-    another thread than the one waiting on them. Pickles empty: futures stay with the
-    original."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._futures: dict[str, list[Any]] = {}
-
-    def add(self, site: str, future: Any) -> None:
-        with self._lock:
-            self._futures.setdefault(site, []).append(future)
-
-    def discard(self, site: str, futures: Sequence[Any]) -> None:
-        ours = {id(future) for future in futures}
-        with self._lock:
-            left = [f for f in self._futures.get(site, []) if id(f) not in ours]
-            if left:
-                self._futures[site] = left
-            else:
-                self._futures.pop(site, None)
-
-    def cancel(self, site: str | None = None) -> int:
-        """Cancel the futures of ``site`` (every site: None); how many were cancelled."""
-        with self._lock:
-            sites = list(self._futures) if site is None else [site]
-            futures = [f for s in sites for f in self._futures.get(s, [])]
-        return sum(bool(future.cancel()) for future in futures)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._lock = threading.Lock()
-        self._futures = {}
-
-
 # ---------------------------------------------------------------------- the fan-out
 
 
@@ -387,7 +350,7 @@ class ChunkOutcome(NamedTuple):
 
 def fan_out(
     executor: Any,
-    in_flight: InFlight,
+    running: RunningJobs,
     spec: SimulatorSpec,
     kernel: str,
     site: str,
@@ -421,7 +384,7 @@ def fan_out(
                 future = executor.submit(chunk_task, *args)
             future.add_done_callback(lambda _, i=i: done_at.setdefault(i, time.perf_counter()))
             futures.append(future)
-            in_flight.add(site, future)
+            running.track(site, future)
         for future in futures:
             results.append(future.result())
         retries = _dask_retries(executor, keys) if dask else [0] * len(chunks)
@@ -440,7 +403,7 @@ def fan_out(
             ) from exc
         raise
     finally:
-        in_flight.discard(site, futures)
+        running.untrack(site, futures)
     now = time.perf_counter()
     me = os.getpid()
     return [

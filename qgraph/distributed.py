@@ -2,9 +2,9 @@
 
 A compiled module is an ``nn.Module`` whose quantum layers (QRCE angles, circuit weights and
 read-out projections) are ordinary parameters, so ``DistributedDataParallel`` reduces their
-gradients like any other's and FSDP2's ``fully_shard`` shards them; every rank runs its own
-op calls on its own slice of the batch (QRCE deduplicates the tokens of that slice). What
-data parallelism adds for a hybrid model is handled here:
+gradients like any other's; every rank runs its own op calls on its own slice of the batch
+(QRCE deduplicates the tokens of that slice). What data parallelism adds for a hybrid model
+is handled here:
 
 * **Sampled backends draw different shots on each rank.** ``data_parallel`` reseeds the
   module's backend with ``rank_seed(seed, rank)``, so two ranks never draw the same samples
@@ -164,11 +164,6 @@ def data_parallel(
     if check_graph:
         _check_same_graph(compiled, rank, world)
     seed_for_rank(compiled.backend, rank)
-    if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
-        fully_shard(compiled, **wrapper_options)
-        return compiled
     if torch.cuda.is_available() and "device_ids" not in wrapper_options:
         device = next(compiled.parameters()).device
         if device.type == "cuda":

@@ -411,7 +411,7 @@ def train_arm(
                 labels=batch["labels"][rows].to(device),
             )
             optimizer.zero_grad(set_to_none=True)
-            (output.loss * weight if weight != 1.0 else output.loss).backward()
+            (output.loss * weight).backward()  # weight 1.0 outside data parallelism
             torch.nn.utils.clip_grad_norm_(module.parameters(), preset.clip)
             optimizer.step()
             scheduler.step()
